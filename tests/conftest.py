@@ -1,0 +1,33 @@
+import pytest
+import torch
+
+from torch_tsm.model import MobileNetV2TSM, build_model
+
+
+def smooth_clips(n: int, t: int, size: int, seed: int = 0) -> torch.Tensor:
+    # -> (N, T, 3, S, S) pixels 0..255: smooth random images, so that frames differ after global pooling
+    # (white noise pools to the same features in every frame and hides what the shift does)
+    coarse = torch.rand(n * t, 3, 4, 4, generator=torch.Generator().manual_seed(seed)) * 255
+    return torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear").view(n, t, 3, size, size)
+
+
+def with_real_batchnorm_statistics(model: MobileNetV2TSM, image_size: int = 32) -> MobileNetV2TSM:
+    """Random weights with default BN statistics give near-constant logits that hide any bug; a few
+    forward passes in train mode give BatchNorm real statistics, so the shift changes the logits a lot."""
+    batchnorms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for bn in batchnorms:
+        bn.reset_running_stats()
+        bn.momentum = None  # an exact average over the passes below
+    model.train()
+    with torch.no_grad():
+        for seed in range(3):
+            model(smooth_clips(4, model.num_segments, image_size, seed=100 + seed))
+    for bn in batchnorms:
+        bn.momentum = 0.1
+    return model.eval()
+
+
+@pytest.fixture
+def small_model() -> MobileNetV2TSM:
+    torch.manual_seed(0)
+    return with_real_batchnorm_statistics(build_model(num_classes=5, num_segments=4, width_mult=0.35))

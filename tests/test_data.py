@@ -1,0 +1,179 @@
+import logging
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from torch_tsm.datamodule import ClipDataModule
+from torch_tsm.datasets import ClipDataset, collate_clips, read_bukva, read_frame_folders
+from torch_tsm.frames import LETTERBOX_GREY, FrameTransform, read_video_frames, segment_indices
+from torch_tsm.labels import BUKVA_LABELS, read_labels, write_labels
+from torch_tsm.synthetic import DIRECTION_PAIRS, SYNTHETIC_LABELS, SyntheticClip, synthetic_clips
+
+
+def test_segment_indices_evaluation_takes_middles():
+    assert segment_indices(16, 8, None).tolist() == [1, 3, 5, 7, 9, 11, 13, 15]
+    assert segment_indices(80, 8, None).tolist() == [5, 15, 25, 35, 45, 55, 65, 75]
+
+
+def test_segment_indices_training_one_per_segment():
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        picks = segment_indices(40, 8, rng)
+        assert all(5 * s <= p < 5 * (s + 1) for s, p in enumerate(picks))
+
+
+def test_short_videos_still_give_t_frames():
+    assert segment_indices(3, 8, None).tolist() == [0, 0, 0, 1, 1, 2, 2, 2]
+    assert segment_indices(1, 8, np.random.default_rng(0)).tolist() == [0] * 8
+
+
+def test_letterbox_keeps_aspect_with_grey_bars():
+    frame = np.full((60, 120, 3), 200, np.uint8)
+    clip = FrameTransform(64)([frame, frame], np.random.default_rng(0))
+    assert clip.shape == (2, 64, 64, 3) and clip.dtype == np.uint8
+    assert (clip[:, :16] == LETTERBOX_GREY).all() and (clip[:, 48:] == LETTERBOX_GREY).all()
+    assert (clip[:, 17:47] == 200).all()
+
+
+def test_one_crop_and_flip_for_all_frames_of_a_clip():
+    frames = [np.random.default_rng(i).integers(0, 255, (48, 64, 3), dtype=np.uint8) for i in range(2)]
+    frames = [frames[0], frames[0].copy()]
+    transform = FrameTransform(32, resize="crop", train=True, flip=True)
+    for seed in range(10):
+        clip = transform(frames, np.random.default_rng(seed))
+        assert np.array_equal(clip[0], clip[1])
+
+
+def write_video(path, frames, fps=10):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (frames[0].shape[1], frames[0].shape[0]))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def numbered_frames(count, height=48, width=64):
+    # frame i is uniformly grey level 20*i: decoded frames can be identified despite compression
+    return [np.full((height, width, 3), 20 * i, np.uint8) for i in range(count)]
+
+
+@pytest.fixture
+def bukva_root(tmp_path):
+    (tmp_path / "trimmed").mkdir()
+    (tmp_path / "original").mkdir()
+    rows = [("a1", "Ж", True, 0, 10), ("a2", "Щ", True, 2, 8), ("a3", "Ё", False, 0, 10), ("corrupt", "А", True, 0, 10),
+            ("missing", "Б", True, 0, 10), ("../escape", "В", True, 0, 10), ("a4", "Z", True, 0, 10)]
+    for name in ("a1", "a2", "a3", "a4"):
+        write_video(tmp_path / "trimmed" / f"{name}.mp4", numbered_frames(10))
+        write_video(tmp_path / "original" / f"{name}.mp4", numbered_frames(10))
+    (tmp_path / "trimmed" / "corrupt.mp4").write_bytes(b"\x00\x01 not a video" * 100)
+    lines = ["attachment_id\tuser_id\ttext\tbegin\tend\theight\twidth\ttrain\tlength"]
+    lines += [f"{a}\tu1\t{text}\t{begin}\t{end}\t48\t64\t{train}\t10" for a, text, train, begin, end in rows]
+    (tmp_path / "annotations.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return tmp_path
+
+
+def test_bukva_reader_skips_bad_entries_and_names_them(bukva_root, caplog):
+    with caplog.at_level(logging.WARNING):
+        clips, report = read_bukva(bukva_root, "train")
+    assert sorted(c.path.name for c in clips) == ["a1.mp4", "a2.mp4"]
+    assert [BUKVA_LABELS[c.label] for c in sorted(clips, key=lambda c: c.path.name)] == ["Ж", "Щ"]
+    assert len(report.problems) == 4
+    text = caplog.text
+    assert "corrupt.mp4" in text and "missing" in text and "'../escape'" in text and "unknown label 'Z'" in text
+    assert "2 clips, 4 skipped" in text
+    val, _ = read_bukva(bukva_root, "val")
+    assert [BUKVA_LABELS[c.label] for c in val] == ["Ё"]
+
+
+def test_bukva_frames_decode_in_order(bukva_root):
+    clips, _ = read_bukva(bukva_root, "train")
+    clip = next(c for c in clips if c.path.stem == "a1")
+    assert clip.num_frames == 10
+    frames = clip.frames(np.array([0, 3, 9]))
+    assert [round(f.mean() / 20) for f in frames] == [0, 3, 9]
+
+
+def test_bukva_original_is_cut_by_begin_end(bukva_root):
+    clips, _ = read_bukva(bukva_root, "train", source="original")
+    clip = next(c for c in clips if c.path.stem == "a2")
+    assert clip.num_frames == 6  # [2, 8)
+    frames = clip.frames(segment_indices(clip.num_frames, 3, None))
+    assert [round(f.mean() / 20) for f in frames] == [3, 5, 7]
+
+
+def test_unreadable_clip_is_skipped_at_load_time(tmp_path, caplog):
+    write_video(tmp_path / "ok.mp4", numbered_frames(5))
+    from torch_tsm.datasets import VideoClip
+
+    clips = [VideoClip(tmp_path / "ok.mp4", 1, 5), VideoClip(tmp_path / "gone.mp4", 2, 5)]
+    dataset = ClipDataset(clips, 4, FrameTransform(32))
+    with caplog.at_level(logging.WARNING):
+        batch = collate_clips([dataset[0], dataset[1]])
+    assert "gone.mp4" in caplog.text
+    assert batch[0].shape == (1, 4, 3, 32, 32) and batch[1].tolist() == [1]
+
+
+def test_no_usable_clip_is_a_clear_error(tmp_path):
+    (tmp_path / "trimmed").mkdir()
+    (tmp_path / "annotations.tsv").write_text("attachment_id\tuser_id\ttext\tbegin\tend\theight\twidth\ttrain\tlength\nx\tu\tА\t0\t1\t1\t1\tTrue\t1\n")
+    with pytest.raises(ValueError, match="no usable clip"):
+        read_bukva(tmp_path, "train")
+    with pytest.raises(FileNotFoundError, match="annotations.tsv"):
+        read_bukva(tmp_path / "nowhere", "train")
+
+
+def test_frame_folders(tmp_path):
+    for video, count in (("v1", 6), ("v2", 3), ("empty", 0)):
+        (tmp_path / video).mkdir()
+        for i, frame in enumerate(numbered_frames(count)):
+            cv2.imwrite(str(tmp_path / video / f"{i:05d}.jpg"), frame)
+    rows = ["video\tlabel\tsplit", "v1\twave\ttrain", "v2\tclap\ttrain", "empty\twave\ttrain", "nothere\tclap\ttrain", "v1\twave\tval"]
+    (tmp_path / "annotations.tsv").write_text("\n".join(rows) + "\n")
+    data = ClipDataModule("frames", tmp_path, num_segments=3, image_size=32)
+    assert data.labels == ["clap", "wave"]
+    clips, report = read_frame_folders(tmp_path, "train")
+    assert [(c.num_frames, c.label) for c in clips] == [(6, 1), (3, 0)]
+    assert len(report.problems) == 2
+    assert [round(f.mean() / 20) for f in clips[0].frames(np.array([1, 3, 5]))] == [1, 3, 5]
+    write_labels(["wave", "clap", "snap"], tmp_path / "labels.txt")
+    assert data.labels == ["wave", "clap", "snap"]
+
+
+def test_labels_file_round_trip(tmp_path):
+    write_labels(BUKVA_LABELS, tmp_path / "labels.txt")
+    assert read_labels(tmp_path / "labels.txt") == BUKVA_LABELS
+    assert len(BUKVA_LABELS) == 34 and BUKVA_LABELS[0] == "no_event" and BUKVA_LABELS[7] == "Ё"
+
+
+def test_synthetic_is_deterministic_and_balanced():
+    first, second = synthetic_clips("train", 20, 3, 32), synthetic_clips("train", 20, 3, 32)
+    indices = np.arange(8)
+    for a, b in zip(first, second):
+        assert np.array_equal(np.stack(a.frames(indices)), np.stack(b.frames(indices)))
+    assert [c.label for c in first[:10]] == list(range(10))
+    other_seed = synthetic_clips("train", 1, 4, 32)[0]
+    assert not np.array_equal(np.stack(first[0].frames(indices)), np.stack(other_seed.frames(indices)))
+
+
+def test_synthetic_direction_pairs_are_the_same_frames_reversed():
+    # Same (seed, split, index) with the two labels of a pair: identical frames, in reverse order,
+    # up to the per-frame noise. No per-frame statistic can separate them.
+    for forward, backward in DIRECTION_PAIRS:
+        a = SyntheticClip(0, "train", 5, SYNTHETIC_LABELS.index(forward), 48)
+        b = SyntheticClip(0, "train", 5, SYNTHETIC_LABELS.index(backward), 48)
+        n = a.num_frames
+        fa, fb = np.stack(a.frames(np.arange(n))).astype(float), np.stack(b.frames(np.arange(n))[::-1]).astype(float)
+        assert np.abs(fa - fb).mean() < 12  # noise only (sigma 8)
+        assert np.abs(fa[0] - fa[-1]).mean() > np.abs(fa - fb).mean()  # while the glyph really moves
+
+
+def test_datamodule_batches(tmp_path):
+    data = ClipDataModule(num_segments=4, image_size=32, batch_size=5, num_workers=0, synthetic_sizes=(20, 10))
+    data.setup("fit")
+    clips, labels = next(iter(data.train_dataloader()))
+    assert clips.shape == (5, 4, 3, 32, 32) and clips.dtype == torch.float32
+    assert 0 <= clips.min() and clips.max() <= 255 and clips.max() > 1  # raw pixels, not 0..1
+    first = next(iter(data.val_dataloader()))[0]
+    assert torch.equal(first, next(iter(data.val_dataloader()))[0])  # evaluation is deterministic

@@ -1,0 +1,81 @@
+"""The LightningModule: the model, the loss, the metrics and the optimizer schedule."""
+
+import math
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from torch_tsm.model import build_model
+
+
+class TSMClassifier(pl.LightningModule):
+    def __init__(
+        self,
+        labels: list[str],
+        num_segments: int = 8,
+        width_mult: float = 0.5,
+        shift: str = "bidirectional",
+        image_size: int = 64,
+        pretrained: str | None = None,
+        lr: float = 2e-3,
+        weight_decay: float = 1e-4,
+        warmup_epochs: float = 1.0,
+        freeze_epochs: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_model(len(labels), num_segments, width_mult, shift, pretrained)
+        self.model.labels, self.model.image_size = list(labels), image_size
+        # Measured ~1.5x faster training on CPU at 64 px (bench/); values are unchanged.
+        self.model.to(memory_format=torch.channels_last)
+        num_classes = len(labels)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_top3 = MulticlassAccuracy(num_classes, top_k=min(3, num_classes), average="micro")
+
+    def forward(self, clips: Tensor) -> Tensor:
+        # (N, T, 3, H, W) -> (N, K)
+        return self.model(clips)
+
+    def on_train_epoch_start(self) -> None:
+        # The original two-stage recipe: train the classifier on a frozen backbone first.
+        frozen = self.current_epoch < self.hparams.freeze_epochs
+        for parameter in self.model.features.parameters():
+            parameter.requires_grad_(not frozen)
+
+    def training_step(self, batch: tuple[Tensor, Tensor] | None, batch_index: int) -> Tensor | None:
+        if batch is None:  # every clip of the batch failed to decode (already reported)
+            return None
+        clips, labels = batch
+        logits = self(clips)
+        loss = nn.functional.cross_entropy(logits, labels)
+        self.train_acc(logits, labels)
+        self.log("train_loss", loss, prog_bar=True)
+        self.log("train_acc", self.train_acc, prog_bar=True, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor] | None, batch_index: int) -> None:
+        if batch is None:
+            return
+        clips, labels = batch
+        logits = self(clips)
+        self.val_acc(logits, labels)
+        self.val_top3(logits, labels)
+        self.log("val_loss", nn.functional.cross_entropy(logits, labels), prog_bar=True, sync_dist=True)
+        self.log("val_acc", self.val_acc, prog_bar=True)
+        self.log("val_top3", self.val_top3)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = max(1, self.trainer.estimated_stepping_batches)
+        warmup = min(total - 1, round(self.hparams.warmup_epochs * total / max(1, self.trainer.max_epochs)))
+
+        def warmup_then_cosine(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_cosine)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,146 @@
+"""MobileNetV2-TSM: torchvision's MobileNetV2 with a temporal shift in its residual blocks.
+
+    (N, T, 3, H, W) RGB 0..255
+      -> normalize (ImageNet mean/std)      inside the model: every runtime takes raw pixels
+      -> MobileNetV2 features on N*T frames, with the shift at the start of the residual branch
+         of each inverted-residual block that has a skip connection (10 blocks at width 1.0)
+      -> global average pool -> dropout -> linear   per-frame logits (N*T, K)
+      -> mean over the T frames                     clip logits (N, K)
+"""
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
+from torchvision.models.mobilenetv2 import InvertedResidual
+
+from torch_tsm.shift import SHIFT_MODES, temporal_shift
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)  # in 0..255 pixel units
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+class ShiftedInvertedResidual(nn.Module):
+    """An inverted-residual block whose residual branch sees temporally shifted input.
+
+    It keeps torchvision's `conv` submodule, so state-dict keys match torchvision's MobileNetV2.
+    """
+
+    def __init__(self, block: InvertedResidual, num_segments: int, shift: str) -> None:
+        super().__init__()
+        if not block.use_res_connect:
+            raise ValueError("the shift goes only into blocks with a residual connection")
+        self.conv = block.conv
+        self.num_segments = num_segments
+        self.shift = shift
+
+    def forward(self, x: Tensor) -> Tensor:
+        # (N*T, C, H, W) -> (N*T, C, H, W)
+        return x + self.conv(temporal_shift(x, self.num_segments, mode=self.shift))
+
+
+class MobileNetV2TSM(nn.Module):
+    def __init__(self, num_classes: int, num_segments: int = 8, width_mult: float = 1.0, shift: str = "bidirectional") -> None:
+        super().__init__()
+        if shift not in SHIFT_MODES:
+            raise ValueError(f"unknown shift mode {shift!r}; expected one of {SHIFT_MODES}")
+        backbone = mobilenet_v2(num_classes=num_classes, width_mult=width_mult)
+        for index, block in enumerate(backbone.features):
+            if isinstance(block, InvertedResidual) and block.use_res_connect:
+                backbone.features[index] = ShiftedInvertedResidual(block, num_segments, shift)
+        self.features = backbone.features
+        self.classifier = backbone.classifier
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.num_classes = num_classes
+        self.num_segments = num_segments
+        self.width_mult = width_mult
+        self.shift = shift
+        # Filled by load_model / training so that a model carries what it needs to be used.
+        self.labels: list[str] = [str(i) for i in range(num_classes)]
+        self.image_size: int | None = None
+
+    def forward_frames(self, frames: Tensor) -> Tensor:
+        # (N*T, 3, H, W) pixels 0..255 -> (N*T, K) per-frame logits
+        x = self.features((frames - self.mean) / self.std)
+        x = nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)
+        return self.classifier(x)
+
+    def forward(self, clips: Tensor) -> Tensor:
+        # (N, T, 3, H, W) pixels 0..255 -> (N, K) clip logits
+        n, t = clips.shape[:2]
+        if t != self.num_segments:
+            raise ValueError(f"model expects {self.num_segments} frames per clip, got {t}")
+        frame_logits = self.forward_frames(clips.flatten(0, 1))
+        return frame_logits.view(n, t, -1).mean(dim=1)
+
+    def shifted_blocks(self) -> list[ShiftedInvertedResidual]:
+        return [m for m in self.features if isinstance(m, ShiftedInvertedResidual)]
+
+
+def build_model(
+    num_classes: int,
+    num_segments: int = 8,
+    width_mult: float = 1.0,
+    shift: str = "bidirectional",
+    pretrained: str | Path | None = None,
+) -> MobileNetV2TSM:
+    """A MobileNetV2-TSM, optionally starting from ImageNet ("imagenet") or a local state dict (a path)."""
+    model = MobileNetV2TSM(num_classes, num_segments, width_mult, shift)
+    if pretrained is not None:
+        state = _imagenet_state_dict(width_mult) if pretrained == "imagenet" else _read_state_dict(Path(pretrained))
+        # The classifier is task specific: keep ours unless the shapes match (e.g. a fine-tune of our own model).
+        own = model.state_dict()
+        backbone = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+        missing = [k for k in own if k.startswith("features.") and k not in backbone]
+        if missing:
+            raise ValueError(f"pretrained weights {pretrained} do not fit this model (e.g. {missing[0]}); check --width-mult")
+        model.load_state_dict(backbone, strict=False)
+    return model
+
+
+def _imagenet_state_dict(width_mult: float) -> dict[str, Tensor]:
+    if width_mult != 1.0:
+        raise ValueError("torchvision's ImageNet weights exist only for width_mult=1.0")
+    try:
+        return MobileNet_V2_Weights.IMAGENET1K_V2.get_state_dict(progress=False)
+    except Exception as error:  # no network, proxy, corrupt cache: say what to do instead
+        raise RuntimeError(
+            f"could not fetch torchvision's ImageNet weights for MobileNetV2 ({error}). "
+            "Download them once where a network is available, or pass a local state-dict file to --pretrained."
+        ) from error
+
+
+def _read_state_dict(path: Path) -> dict[str, Tensor]:
+    payload = safe_torch_load(path)
+    return payload.get("state_dict", payload) if isinstance(payload, dict) else payload
+
+
+def safe_torch_load(path: Path) -> dict:
+    """torch.load that never unpickles arbitrary objects; a clear error for missing or unsafe files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(
+            f"refusing to load {path}: it is not a plain weights file "
+            f"(it may carry pickled Python objects, which are never executed here): {error}"
+        ) from error
+
+
+def load_model(path: str | Path) -> MobileNetV2TSM:
+    """A trained checkpoint (written by torch_tsm.train) back as an eval-mode model."""
+    checkpoint = safe_torch_load(Path(path))
+    try:
+        config = checkpoint["hyper_parameters"]
+        state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
+        model = MobileNetV2TSM(len(config["labels"]), config["num_segments"], config["width_mult"], config["shift"])
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"{path} is not a torch_tsm training checkpoint (missing {error})") from error
+    model.load_state_dict(state)
+    model.labels = list(config["labels"])
+    model.image_size = config["image_size"]
+    return model.eval()

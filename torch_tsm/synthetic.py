@@ -1,0 +1,131 @@
+"""A built-in procedural video dataset: the toolkit's demo, its test data, and its proof that the shift works.
+
+Each clip is a bright glyph on a dark, mildly cluttered background with per-frame noise. Some classes
+are static glyphs; the others come in pairs that are the SAME frames played forwards or backwards
+(left/right, down/up, grow/shrink). No single frame tells the two classes of a pair apart, so a
+per-frame model averaged over time (shift="none") is at chance within each pair, while a model that
+mixes neighbouring frames (TSM) can separate them.
+
+Everything is generated from (seed, split, index): no download, same clips on every machine.
+"""
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+STATIC_GLYPHS = ("circle", "cross", "ring", "diamond")
+# (glyph, motion, forward class, backward class)
+MOTION_PAIRS = (
+    ("square", "horizontal", "move_right", "move_left"),
+    ("triangle", "vertical", "move_down", "move_up"),
+    ("plus", "scale", "grow", "shrink"),
+)
+SYNTHETIC_LABELS = [*STATIC_GLYPHS, *(name for pair in MOTION_PAIRS for name in pair[2:])]
+DIRECTION_PAIRS = [pair[2:] for pair in MOTION_PAIRS]
+SPLIT_STREAMS = {"train": 0, "val": 1}
+
+
+@dataclass(frozen=True)
+class SyntheticClip:
+    """One generated video; the frames are made on demand, so the dataset holds no pixels."""
+
+    seed: int
+    split: str
+    index: int
+    label: int
+    size: int
+
+    @property
+    def name(self) -> str:
+        return f"synthetic/{self.split}/{self.index}"
+
+    @property
+    def num_frames(self) -> int:
+        return int(self._rng().integers(12, 25))
+
+    def frames(self, indices: np.ndarray) -> list[np.ndarray]:
+        video = render_video(self._rng(), SYNTHETIC_LABELS[self.label], self.size)
+        return [video[int(i)] for i in indices]
+
+    def _rng(self) -> np.random.Generator:
+        return np.random.default_rng([self.seed, SPLIT_STREAMS[self.split], self.index])
+
+
+def synthetic_clips(split: str, count: int, seed: int, size: int) -> list[SyntheticClip]:
+    """`count` clips, classes balanced (clip i has class i mod K)."""
+    return [SyntheticClip(seed, split, i, i % len(SYNTHETIC_LABELS), size) for i in range(count)]
+
+
+def render_video(rng: np.random.Generator, label: str, size: int) -> np.ndarray:
+    # -> (L, S, S, 3) uint8 RGB, L in 12..24; the first draw of rng is the length (see SyntheticClip)
+    length = int(rng.integers(12, 25))
+    glyph, track = _glyph_and_track(rng, label, length)
+    background = _background(rng, size)
+    colour = tuple(int(c) for c in rng.integers(170, 256, size=3))
+    frames = []
+    for x, y, radius in track:
+        frame = background.copy()
+        _draw_glyph(frame, glyph, (x * size, y * size), radius * size, colour)
+        noise = rng.normal(0, 8, frame.shape)
+        frames.append(np.clip(frame + noise, 0, 255).astype(np.uint8))
+    return np.stack(frames)
+
+
+def _glyph_and_track(rng: np.random.Generator, label: str, length: int) -> tuple[str, np.ndarray]:
+    # -> glyph name, (L, 3) rows of (x, y, radius) in fractions of the frame size
+    radius = rng.uniform(0.14, 0.18)
+    x, y = rng.uniform(0.3, 0.7, size=2)
+    jitter = rng.normal(0, 0.01, size=(length, 3)) * [1, 1, 0.2]
+    if label in STATIC_GLYPHS:
+        return label, np.array([x, y, radius]) + jitter
+    glyph, motion, forward, backward = next(p for p in MOTION_PAIRS if label in p[2:])
+    t = np.linspace(0, 1, length)
+    start, end = rng.uniform(0.22, 0.38), rng.uniform(0.62, 0.78)
+    moving = start + (end - start) * t
+    if motion == "horizontal":
+        track = np.stack([moving, np.full(length, y), np.full(length, radius)], axis=1)
+    elif motion == "vertical":
+        track = np.stack([np.full(length, x), moving, np.full(length, radius)], axis=1)
+    else:
+        track = np.stack([np.full(length, x), np.full(length, y), 0.08 + 0.14 * t], axis=1)
+    track = track + jitter
+    return glyph, track if label == forward else track[::-1]
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    # -> (S, S, 3) float: a dark colour with a few dim rectangles and lines as clutter
+    image = np.empty((size, size, 3), np.float32)
+    image[:] = rng.integers(15, 70, size=3)
+    for _ in range(int(rng.integers(2, 6))):
+        p1, p2 = rng.integers(0, size, size=(2, 2))
+        colour = tuple(float(c) for c in rng.integers(30, 110, size=3))
+        if rng.random() < 0.5:
+            cv2.rectangle(image, tuple(map(int, p1)), tuple(map(int, p2)), colour, -1)
+        else:
+            cv2.line(image, tuple(map(int, p1)), tuple(map(int, p2)), colour, max(1, size // 32))
+    return image
+
+
+def _draw_glyph(image: np.ndarray, glyph: str, centre: tuple[float, float], radius: float, colour: tuple) -> None:
+    cx, cy, r = centre[0], centre[1], max(radius, 2.0)
+    thickness = max(1, int(round(r / 3)))
+    if glyph == "circle":
+        cv2.circle(image, (int(cx), int(cy)), int(r), colour, -1, cv2.LINE_AA)
+    elif glyph == "ring":
+        cv2.circle(image, (int(cx), int(cy)), int(r - thickness / 2), colour, thickness, cv2.LINE_AA)
+    elif glyph == "cross":
+        d = r * 0.75
+        cv2.line(image, (int(cx - d), int(cy - d)), (int(cx + d), int(cy + d)), colour, thickness, cv2.LINE_AA)
+        cv2.line(image, (int(cx - d), int(cy + d)), (int(cx + d), int(cy - d)), colour, thickness, cv2.LINE_AA)
+    elif glyph == "plus":
+        cv2.line(image, (int(cx - r), int(cy)), (int(cx + r), int(cy)), colour, thickness, cv2.LINE_AA)
+        cv2.line(image, (int(cx), int(cy - r)), (int(cx), int(cy + r)), colour, thickness, cv2.LINE_AA)
+    else:
+        corners = {
+            "square": [(-0.8, -0.8), (0.8, -0.8), (0.8, 0.8), (-0.8, 0.8)],
+            "diamond": [(0, -1), (1, 0), (0, 1), (-1, 0)],
+            "triangle": [(0, -1), (0.9, 0.7), (-0.9, 0.7)],
+        }[glyph]
+        points = np.array([(cx + u * r, cy + v * r) for u, v in corners], np.int32)
+        cv2.fillPoly(image, [points], colour, cv2.LINE_AA)

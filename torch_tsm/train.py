@@ -1,0 +1,132 @@
+"""python -m torch_tsm.train: wires the data, the model and a Lightning Trainer together.
+
+With no argument it trains the demo: MobileNetV2-TSM width 0.5 at 64 px on the built-in dataset.
+Multi-GPU or multi-node runs need flags only, e.g. --accelerator gpu --devices 4 --strategy ddp.
+"""
+
+import argparse
+import json
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+
+from torch_tsm.datamodule import DATA_KINDS, ClipDataModule
+from torch_tsm.labels import write_labels
+from torch_tsm.lightning_module import TSMClassifier
+from torch_tsm.metrics import accuracy_figures, pair_accuracy, predict_logits
+from torch_tsm.model import load_model
+from torch_tsm.shift import SHIFT_MODES
+from torch_tsm.synthetic import DIRECTION_PAIRS
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m torch_tsm.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", choices=DATA_KINDS, default="synthetic")
+    data.add_argument("--data-root", type=Path, help="dataset folder (bukva, frames)")
+    data.add_argument("--bukva-source", choices=("trimmed", "original"), default="trimmed", help="Bukva videos: trimmed/, or original/ cut by begin/end")
+    data.add_argument("--resize", choices=("letterbox", "crop"), default="letterbox")
+    data.add_argument("--synthetic-clips", type=int, nargs=2, default=(1600, 400), metavar=("TRAIN", "VAL"))
+    data.add_argument("--num-workers", type=int, default=2)
+    model = parser.add_argument_group("model")
+    model.add_argument("--num-segments", type=int, default=8)
+    model.add_argument("--image-size", type=int, default=64)
+    model.add_argument("--width-mult", type=float, default=0.5)
+    model.add_argument("--shift", choices=SHIFT_MODES, default="bidirectional")
+    model.add_argument("--pretrained", help="'imagenet' (torchvision weights, width 1.0) or a local state-dict file")
+    training = parser.add_argument_group("training")
+    training.add_argument("--output", type=Path, help="run folder (default: models/<data>-<shift>-<time>)")
+    training.add_argument("--max-epochs", type=int, default=6)
+    training.add_argument("--batch-size", type=int, default=12)
+    training.add_argument("--lr", type=float, default=2e-3)
+    training.add_argument("--weight-decay", type=float, default=1e-4)
+    training.add_argument("--warmup-epochs", type=float, default=1.0)
+    training.add_argument("--freeze-epochs", type=int, default=0, help="epochs with a frozen backbone first")
+    training.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS", help="also save last.ckpt every N steps (long epochs)")
+    training.add_argument("--resume", type=Path, help="checkpoint to resume from (e.g. RUN/last.ckpt)")
+    training.add_argument("--seed", type=int, default=0)
+    trainer = parser.add_argument_group("Lightning Trainer")
+    trainer.add_argument("--accelerator", default="auto")
+    trainer.add_argument("--devices", default="auto")
+    trainer.add_argument("--strategy", default="auto")
+    trainer.add_argument("--num-nodes", type=int, default=1)
+    trainer.add_argument("--precision", default="32-true")
+    return parser.parse_args(argv)
+
+
+def run_folder(args: argparse.Namespace) -> Path:
+    if args.output is not None:
+        output = args.output
+    elif args.resume is not None:
+        output = args.resume.parent
+    else:
+        output = Path("models") / f"{args.data}-{args.shift}-{datetime.now():%Y%m%d-%H%M%S}"
+    if args.resume is None and (output / "best.ckpt").exists():
+        raise SystemExit(f"{output} already holds a trained model; pass --resume {output / 'last.ckpt'} or another --output")
+    return output
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    output = run_folder(args)
+    pl.seed_everything(args.seed, workers=True)
+    data = ClipDataModule(
+        args.data, args.data_root, args.num_segments, args.image_size, args.batch_size, args.num_workers,
+        args.resize, seed=args.seed, synthetic_sizes=tuple(args.synthetic_clips), bukva_source=args.bukva_source,
+    )
+    module = TSMClassifier(
+        data.labels, args.num_segments, args.width_mult, args.shift, args.image_size, args.pretrained,
+        args.lr, args.weight_decay, args.warmup_epochs, args.freeze_epochs,
+    )
+    best = ModelCheckpoint(dirpath=output, filename="best", monitor="val_acc", mode="max", enable_version_counter=False)
+    last = ModelCheckpoint(dirpath=output, filename="last", enable_version_counter=False, every_n_train_steps=args.checkpoint_every or None)
+    trainer = pl.Trainer(
+        default_root_dir=output,
+        max_epochs=args.max_epochs,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        strategy=args.strategy,
+        num_nodes=args.num_nodes,
+        precision=args.precision,
+        callbacks=[best, last],
+        logger=CSVLogger(output, name="logs", version=""),
+        log_every_n_steps=10,
+        deterministic=False,
+    )
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=args.resume)
+    if trainer.is_global_zero:
+        write_model_card(output, args, data, time.perf_counter() - started, trainer.global_step)
+        print(f"model written to {output}")
+    return output
+
+
+def write_model_card(output: Path, args: argparse.Namespace, data: ClipDataModule, seconds: float, steps: int) -> None:
+    """labels.txt and model_card.json beside the checkpoints; validation figures of the best checkpoint."""
+    write_labels(data.labels, output / "labels.txt")
+    model = load_model(output / "best.ckpt")
+    logits, targets = predict_logits(model, data.dataset("val", train=False), args.batch_size)
+    validation = accuracy_figures(logits, targets)
+    if args.data == "synthetic":
+        validation["direction_pair_accuracy"] = pair_accuracy(logits, targets, data.labels, DIRECTION_PAIRS)
+    card = {
+        "model": "MobileNetV2-TSM",
+        "checkpoint": "best.ckpt",
+        "labels": data.labels,
+        "config": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
+        "input": {"shape": ["N", args.num_segments, 3, args.image_size, args.image_size], "pixels": "RGB 0..255, normalized inside the model"},
+        "validation": validation,
+        "validation_clips": len(targets),
+        "skipped_clips": data.skipped,
+        "training": {"seconds": round(seconds, 1), "steps": steps, "cpu_threads": os.cpu_count()},
+    }
+    (output / "model_card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

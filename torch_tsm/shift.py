@@ -4,9 +4,11 @@ Frames of a batch of clips are stacked on the first axis, `(N*T, C, H, W)`, as t
 sees them. Shifting a fold of channels one frame along time mixes information between neighbouring
 frames at zero FLOPs and zero parameters.
 
-Written with `F.pad` along the first axis, slices and a channel concatenation only: this is the one
-formulation measured to survive ONNX export and onnx2tf unchanged (no 5-D reshapes, no transposes,
-no gathers). Training and export use this same function.
+Written as a channel split, `F.pad` along the first axis and a channel concatenation only: the
+formulation measured to survive ONNX export, onnxsim and onnx2tf unchanged (no 5-D reshapes, no
+transposes, no gathers). Slicing channels and frames in one expression (`x[1:, :fold]`) is avoided on
+purpose: onnxsim fuses the two slices into one two-axis Slice, whose axes onnx2tf 1.28 swaps.
+Training and export use this same function.
 """
 
 import torch
@@ -24,12 +26,13 @@ def temporal_shift(x: Tensor, num_segments: int, fold_div: int = 8, mode: str = 
         return x
     if x.shape[0] % num_segments:
         raise ValueError(f"first axis {x.shape[0]} is not a whole number of {num_segments}-frame clips")
-    fold = x.shape[1] // fold_div
+    channels = x.shape[1]
+    fold = channels // fold_div
     if mode == "causal":
-        return torch.cat([_from_previous_frame(x[:, :fold], num_segments), x[:, fold:]], dim=1)
-    from_next = _from_next_frame(x[:, :fold], num_segments)
-    from_previous = _from_previous_frame(x[:, fold : 2 * fold], num_segments)
-    return torch.cat([from_next, from_previous, x[:, 2 * fold :]], dim=1)
+        shifted, rest = x.split([fold, channels - fold], dim=1)
+        return torch.cat([_from_previous_frame(shifted, num_segments), rest], dim=1)
+    to_next, to_previous, rest = x.split([fold, fold, channels - 2 * fold], dim=1)
+    return torch.cat([_from_next_frame(to_next, num_segments), _from_previous_frame(to_previous, num_segments), rest], dim=1)
 
 
 def _from_previous_frame(x: Tensor, num_segments: int) -> Tensor:

@@ -1,0 +1,56 @@
+"""PyTorch -> ONNX: one clip of T frames, fixed shapes, checked, simplified, verified with onnxruntime.
+
+The ONNX graph takes the clip as a batch of frames, `frames (T, 3, H, W)` float 0..255, and returns
+`logits (1, K)`. A 4-D frame batch is what onnx2tf lays out reliably (NCHW -> NHWC); the clip axis
+(1, T, H, W, 3) of the TFLite model is added afterwards in TensorFlow, as a plain reshape.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxsim
+import torch
+from torch import Tensor, nn
+
+from conversion.errors import ConversionError
+from torch_tsm.model import MobileNetV2TSM
+
+OPSET = 17
+
+
+class ClipAsFrames(nn.Module):
+    """The clip model seen from one clip's frames: what is exported."""
+
+    def __init__(self, model: MobileNetV2TSM) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, frames: Tensor) -> Tensor:
+        # (T, 3, H, W) pixels 0..255 -> (1, K) clip logits
+        return self.model.forward_frames(frames).mean(dim=0, keepdim=True)
+
+
+def export_onnx(model: MobileNetV2TSM, path: Path, image_size: int) -> None:
+    """Writes a checked, simplified ONNX model of one clip of `image_size` frames."""
+    example = torch.zeros(model.num_segments, 3, image_size, image_size)
+    # The wrapper must be in eval mode too: the exporter restores the wrapper's mode afterwards, and a
+    # fresh module is in training mode, which would leave `model` training (BatchNorm on batch stats).
+    torch.onnx.export(
+        ClipAsFrames(model).eval(), (example,), str(path), dynamo=False, opset_version=OPSET,
+        input_names=["frames"], output_names=["logits"],
+    )
+    graph = onnx.load(str(path))
+    onnx.checker.check_model(graph, full_check=True)
+    # Simplify here rather than leave it to onnx2tf: it calls the `onnxsim` command only if it is on
+    # PATH, and silently goes on with the raw graph otherwise, whose layout it then gets wrong.
+    simplified, ok = onnxsim.simplify(graph)
+    if not ok:
+        raise ConversionError(f"onnxsim could not verify the simplified graph of {path}")
+    onnx.checker.check_model(simplified, full_check=True)
+    onnx.save(simplified, str(path))
+
+
+def frames_input(clip: np.ndarray) -> np.ndarray:
+    # (T, H, W, 3) uint8 -> (T, 3, H, W) float32, the ONNX model's input
+    return np.ascontiguousarray(clip.transpose(0, 3, 1, 2), dtype=np.float32)

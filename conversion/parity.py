@@ -1,0 +1,123 @@
+"""The parity contract (../shared/docs/parity.md): measures, bounds, the route table, and its CLI.
+
+    python -m conversion.parity MODEL_DIR
+
+runs every converted model found in MODEL_DIR against the PyTorch checkpoint on held-out clips and
+random pixels, prints the route-by-measure table, writes it into model_card.json and exits non-zero
+when a route misses its bound. The bounds below are the only definition of them in the project.
+"""
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+# Float routes: normalized max |logit difference| and arg-max agreement.
+FLOAT_MAX_ABS_NORMALIZED = 1e-4
+FLOAT_TOP1_AGREE = 1.0
+# Quantized routes: arg-max agreement and accuracy, judged only on enough held-out clips.
+UINT8_TOP1_AGREE = 0.98
+UINT8_ACCURACY_POINTS = 1.0
+UINT8_MIN_CLIPS = 200
+
+ROUTE_FILES = {  # route id -> file in a converted model folder
+    "onnx": "model.onnx",
+    "savedmodel": "saved_model",
+    "tflite-f32": "model_float32.tflite",
+    "tflite-u8": "model_uint8.tflite",
+}
+
+
+@dataclass
+class RouteParity:
+    route: str
+    inputs: str  # "held-out clips" or "random pixels"
+    clips: int
+    max_abs: float
+    max_abs_normalized: float
+    top1_agree: float
+    accuracy: float | None
+    torch_accuracy: float | None
+    quantized: bool
+
+    @property
+    def verdict(self) -> str:
+        """'pass', 'FAIL' or 'not judged' (uint8 accuracy bounds need enough labelled clips)."""
+        if not self.quantized:
+            ok = self.max_abs_normalized <= FLOAT_MAX_ABS_NORMALIZED and self.top1_agree >= FLOAT_TOP1_AGREE
+            return "pass" if ok else "FAIL"
+        if self.accuracy is None or self.clips < UINT8_MIN_CLIPS:
+            return "not judged"
+        ok = self.top1_agree >= UINT8_TOP1_AGREE and abs(self.accuracy - self.torch_accuracy) * 100 <= UINT8_ACCURACY_POINTS
+        return "pass" if ok else "FAIL"
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "verdict": self.verdict}
+
+
+def measure(route: str, inputs: str, reference: np.ndarray, logits: np.ndarray, labels: np.ndarray | None, quantized: bool) -> RouteParity:
+    """reference/logits (M, K): the PyTorch model's and the route's logits on the same clips."""
+    max_abs = float(np.abs(logits - reference).max())
+    accuracy = torch_accuracy = None
+    if labels is not None:
+        accuracy = float((logits.argmax(1) == labels).mean())
+        torch_accuracy = float((reference.argmax(1) == labels).mean())
+    return RouteParity(
+        route, inputs, len(reference), max_abs, max_abs / max(1.0, float(np.abs(reference).max())),
+        float((logits.argmax(1) == reference.argmax(1)).mean()), accuracy, torch_accuracy, quantized,
+    )
+
+
+def random_pixel_clips(count: int, num_segments: int, image_size: int, seed: int = 0) -> np.ndarray:
+    # -> (count, T, S, S, 3) uint8, the second input family besides real clips
+    return np.random.default_rng(seed).integers(0, 256, (count, num_segments, image_size, image_size, 3), dtype=np.uint8)
+
+
+def table(rows: list[RouteParity]) -> str:
+    header = f"{'route':<14}{'inputs':<17}{'clips':>6}{'max_abs':>11}{'normalized':>12}{'top1_agree':>12}{'accuracy':>10}{'torch':>8}  verdict"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        accuracy = f"{row.accuracy:>10.4f}{row.torch_accuracy:>8.4f}" if row.accuracy is not None else f"{'-':>10}{'-':>8}"
+        lines.append(f"{row.route:<14}{row.inputs:<17}{row.clips:>6}{row.max_abs:>11.2e}{row.max_abs_normalized:>12.2e}{row.top1_agree:>12.4f}{accuracy}  {row.verdict}")
+    return "\n".join(lines)
+
+
+def check_routes(runners: dict, reference_runner, clips: np.ndarray, labels: np.ndarray | None, random_clips: np.ndarray) -> list[RouteParity]:
+    """runners: route id -> runner; every route on the held-out clips and on random pixels."""
+    rows = []
+    for inputs, batch, batch_labels in (("held-out clips", clips, labels), ("random pixels", random_clips, None)):
+        reference = reference_runner(batch)
+        for route, runner in runners.items():
+            rows.append(measure(route, inputs, reference, runner(batch), batch_labels, quantized=route.endswith("u8")))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    from conversion.clips import held_out_clips, read_card
+    from conversion.runtimes import TorchRunner, load_runner
+    from torch_tsm.model import load_model
+
+    parser = argparse.ArgumentParser(prog="python -m conversion.parity", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model_dir", type=Path, help="a trained and converted model folder (models/<run>)")
+    parser.add_argument("--clips", type=int, default=UINT8_MIN_CLIPS, help="held-out clips to compare on")
+    args = parser.parse_args(argv)
+
+    card = read_card(args.model_dir)
+    model = load_model(args.model_dir / card.get("checkpoint", "best.ckpt"))
+    runners = {route: load_runner(args.model_dir / name) for route, name in ROUTE_FILES.items() if (args.model_dir / name).exists()}
+    if not runners:
+        print(f"{args.model_dir}: no converted model; run python -m conversion.to_tflite --checkpoint {args.model_dir / 'best.ckpt'}", file=sys.stderr)
+        return 2
+    clips, labels = held_out_clips(card, args.clips)
+    rows = check_routes(runners, TorchRunner(model), clips, labels, random_pixel_clips(8, model.num_segments, model.image_size))
+    print(table(rows))
+    card["parity"] = [row.as_dict() for row in rows]
+    (args.model_dir / "model_card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
+    return 1 if any(row.verdict == "FAIL" for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

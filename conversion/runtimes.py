@@ -1,0 +1,115 @@
+"""One interface over every runtime a model can run in: clips (N, T, H, W, 3) uint8 -> logits (N, K).
+
+The runtime is chosen by the file: a training checkpoint (PyTorch), an ONNX file (onnxruntime), a
+SavedModel folder (TensorFlow) or a .tflite file (LiteRT). Every runner takes the same raw pixels, so
+parity, evaluation and prediction share one data path.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from torch_tsm.model import MobileNetV2TSM, load_model
+
+
+class TorchRunner:
+    def __init__(self, model: MobileNetV2TSM) -> None:
+        self.model = model.eval()
+        self.num_segments = model.num_segments
+        self.image_size = model.image_size
+
+    @torch.no_grad()
+    def __call__(self, clips: np.ndarray) -> np.ndarray:
+        # (N, T, H, W, 3) uint8 -> (N, K)
+        pixels = torch.from_numpy(np.ascontiguousarray(clips)).permute(0, 1, 4, 2, 3).float()
+        return self.model(pixels).numpy()
+
+
+class OnnxRunner:
+    def __init__(self, path: Path, threads: int = 2) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        shape = self.session.get_inputs()[0].shape  # (T, 3, H, W)
+        self.num_segments, self.image_size = shape[0], shape[2]
+
+    def __call__(self, clips: np.ndarray) -> np.ndarray:
+        # (N, T, H, W, 3) uint8 -> (N, K), one clip at a time (the graph holds one clip)
+        return np.concatenate([self.session.run(None, {"frames": clip.transpose(0, 3, 1, 2).astype(np.float32)})[0] for clip in clips])
+
+
+class SavedModelRunner:
+    """The onnx2tf SavedModel: frames (T, H, W, 3) float in, logits (1, K) out."""
+
+    def __init__(self, path: Path) -> None:
+        import tensorflow as tf
+
+        self.tf = tf
+        self.function = tf.saved_model.load(str(path)).signatures["serving_default"]
+        shape = self.function.structured_input_signature[1]["frames"].shape
+        self.num_segments, self.image_size = shape[0], shape[1]
+
+    def __call__(self, clips: np.ndarray) -> np.ndarray:
+        # (N, T, H, W, 3) uint8 -> (N, K); the SavedModel's one output is the logits, whatever its name
+        return np.concatenate([next(iter(self.function(frames=self.tf.constant(clip, self.tf.float32)).values())).numpy() for clip in clips])
+
+
+class TFLiteRunner:
+    """A clip TFLite model, float32 or uint8, with (de)quantization by the model's own parameters."""
+
+    def __init__(self, path: Path, threads: int = 2) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.num_segments, self.image_size = int(self.input["shape"][1]), int(self.input["shape"][2])
+
+    def __call__(self, clips: np.ndarray) -> np.ndarray:
+        return np.concatenate([self._run(clip[None]) for clip in clips])
+
+    def _run(self, clip: np.ndarray) -> np.ndarray:
+        # (1, T, H, W, 3) uint8 -> (1, K) float logits
+        self.interpreter.set_tensor(self.input["index"], quantize(clip, self.input))
+        self.interpreter.invoke()
+        return dequantize(self.interpreter.get_tensor(self.output["index"]), self.output)
+
+
+def quantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if detail["dtype"] == np.float32:
+        return values.astype(np.float32)
+    if (scale, zero_point) == (1.0, 0) and values.dtype == detail["dtype"]:
+        return values  # raw pixels map 1:1
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.round(values / scale + zero_point), info.min, info.max).astype(detail["dtype"])
+
+
+def dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if detail["dtype"] == np.float32:
+        return values
+    return (values.astype(np.float32) - zero_point) * scale
+
+
+def load_runner(path: str | Path, threads: int = 2):
+    """The runner for a model file: .ckpt (PyTorch), .onnx, a SavedModel folder or .tflite."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model not found: {path}")
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise ValueError(f"{path} is a folder but not a SavedModel (no saved_model.pb)")
+        return SavedModelRunner(path)
+    suffix = path.suffix.lower()
+    if suffix in (".ckpt", ".pt", ".pth"):
+        return TorchRunner(load_model(path))
+    if suffix == ".onnx":
+        return OnnxRunner(path, threads)
+    if suffix == ".tflite":
+        return TFLiteRunner(path, threads)
+    raise ValueError(f"{path}: unknown model type {suffix!r}; expected .ckpt, .onnx, .tflite or a SavedModel folder")

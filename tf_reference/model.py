@@ -1,0 +1,239 @@
+"""MobileNetV2-TSM in native Keras (NHWC): the TensorFlow twin of torch_tsm.model.
+
+    (N, T, H, W, 3) RGB 0..255
+      -> normalize (ImageNet mean/std)      inside the model, as in torch_tsm
+      -> frames (N*T, H, W, 3)
+      -> MobileNetV2 features, with the temporal shift at the start of the residual branch
+         of each inverted-residual block that has a skip connection
+      -> global average pool -> dropout -> dense   per-frame logits (N*T, K)
+      -> mean over the T frames                    clip logits (N, K)
+
+Every layer is named after its PyTorch state-dict prefix (`features.3.conv.1.0` is the depthwise
+conv of block 3, `features.3` the block's output), so tf_reference.weights maps weights by name and
+an activation can be compared with its torch twin by name. This module does not import torch.
+"""
+
+import keras  # Keras 3, what tf.keras is with TF 2.21
+import tensorflow as tf
+
+# Copied from torch_tsm.model and torch_tsm.shift, which import torch.
+IMAGENET_MEAN = (123.675, 116.28, 103.53)  # in 0..255 pixel units
+IMAGENET_STD = (58.395, 57.12, 57.375)
+SHIFT_MODES = ("bidirectional", "causal", "none")
+
+BN_EPSILON = 1e-5  # torch.nn.BatchNorm2d's default
+BN_MOMENTUM = 0.9  # Keras keeps `momentum` of the old statistics; torch's momentum 0.1 is the share of the new
+DROPOUT = 0.2
+
+# torchvision's MobileNetV2: t expansion, c output channels, n repeats, s stride of the first repeat
+INVERTED_RESIDUAL_SETTING = (
+    # t, c, n, s
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+
+
+def build_model(
+    num_classes: int,
+    num_segments: int = 8,
+    width_mult: float = 1.0,
+    shift: str = "bidirectional",
+    *,
+    image_size: int | None = None,
+    batch_size: int | None = None,
+) -> keras.Model:
+    """The Keras MobileNetV2-TSM. `image_size` and `batch_size` fix those input dimensions (None: any);
+    a converter wants them fixed, and with `batch_size=1` the shift needs no clip-boundary mask."""
+    if shift not in SHIFT_MODES:
+        raise ValueError(f"unknown shift mode {shift!r}; expected one of {SHIFT_MODES}")
+    clips = keras.Input((num_segments, image_size, image_size, 3), batch_size=batch_size, name="clips")
+    x = Normalize(name="normalize")(clips)
+    x = ClipsToFrames(name="frames")(x)
+    x = _features(x, num_segments, width_mult, shift)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dropout(DROPOUT, name="classifier.0")(x)
+    x = keras.layers.Dense(num_classes, name="classifier.1")(x)
+    logits = MeanOverFrames(num_segments, name="clip_logits")(x)
+    return keras.Model(clips, logits, name="mobilenetv2_tsm")
+
+
+def _features(x: tf.Tensor, num_segments: int, width_mult: float, shift: str) -> tf.Tensor:
+    # (N*T, H, W, 3) -> (N*T, H/32, W/32, last_channel)
+    x = _conv_bn_relu6(x, _make_divisible(32 * width_mult), kernel_size=3, stride=2, name="features.0")
+    index = 1
+    for expand_ratio, channels, repeats, first_stride in INVERTED_RESIDUAL_SETTING:
+        for repeat in range(repeats):
+            stride = first_stride if repeat == 0 else 1
+            x = _inverted_residual(x, _make_divisible(channels * width_mult), stride, expand_ratio, num_segments, shift, name=f"features.{index}")
+            index += 1
+    last_channel = _make_divisible(1280 * max(1.0, width_mult))
+    return _conv_bn_relu6(x, last_channel, kernel_size=1, stride=1, name=f"features.{index}")
+
+
+def _inverted_residual(x: tf.Tensor, out_channels: int, stride: int, expand_ratio: int, num_segments: int, shift: str, name: str) -> tf.Tensor:
+    # (N*T, H, W, C) -> (N*T, H/stride, W/stride, out_channels)
+    in_channels = x.shape[-1]
+    hidden = int(round(in_channels * expand_ratio))
+    use_res_connect = stride == 1 and in_channels == out_channels
+    y = TemporalShift(num_segments, shift, name=f"{name}.shift")(x) if use_res_connect else x
+    index = 0
+    if expand_ratio != 1:
+        y = _conv_bn_relu6(y, hidden, kernel_size=1, stride=1, name=f"{name}.conv.0")  # pw
+        index = 1
+    y = _depthwise_bn_relu6(y, stride, name=f"{name}.conv.{index}")  # dw
+    y = _conv(y, out_channels, kernel_size=1, stride=1, name=f"{name}.conv.{index + 1}")  # pw-linear
+    y = _batch_norm(y, name=f"{name}.conv.{index + 2}")
+    return keras.layers.Add(name=name)([x, y]) if use_res_connect else y
+
+
+def _conv_bn_relu6(x: tf.Tensor, filters: int, kernel_size: int, stride: int, name: str) -> tf.Tensor:
+    # (N*T, H, W, C) -> (N*T, H/stride, W/stride, filters): torchvision's Conv2dNormActivation
+    x = _conv(x, filters, kernel_size, stride, name=f"{name}.0")
+    x = _batch_norm(x, name=f"{name}.1")
+    return keras.layers.ReLU(6.0, name=f"{name}.2")(x)
+
+
+def _depthwise_bn_relu6(x: tf.Tensor, stride: int, name: str) -> tf.Tensor:
+    # (N*T, H, W, C) -> (N*T, H/stride, W/stride, C): Conv2dNormActivation with groups=C
+    x, padding = _torch_padding(x, kernel_size=3, stride=stride, name=f"{name}.0")
+    x = keras.layers.DepthwiseConv2D(3, stride, padding=padding, use_bias=False, name=f"{name}.0")(x)
+    x = _batch_norm(x, name=f"{name}.1")
+    return keras.layers.ReLU(6.0, name=f"{name}.2")(x)
+
+
+def _conv(x: tf.Tensor, filters: int, kernel_size: int, stride: int, name: str) -> tf.Tensor:
+    # (N*T, H, W, C) -> (N*T, H/stride, W/stride, filters)
+    x, padding = _torch_padding(x, kernel_size, stride, name)
+    return keras.layers.Conv2D(filters, kernel_size, stride, padding=padding, use_bias=False, name=name)(x)
+
+
+def _batch_norm(x: tf.Tensor, name: str) -> tf.Tensor:
+    # (N*T, H, W, C) -> (N*T, H, W, C)
+    return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
+
+
+def _torch_padding(x: tf.Tensor, kernel_size: int, stride: int, name: str) -> tuple[tf.Tensor, str]:
+    # (N*T, H, W, C) -> (N*T, H', W', C) and the padding mode for the conv that follows.
+    # PyTorch pads (k-1)/2 on every side. Keras "same" does too at stride 1, but at stride 2 it pads
+    # only the bottom and right: pad explicitly there and convolve "valid".
+    if kernel_size == 1:
+        return x, "valid"
+    if stride == 1:
+        return x, "same"
+    return keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}.pad")(x), "valid"
+
+
+def _make_divisible(value: float, divisor: int = 8) -> int:
+    # torchvision.models._utils._make_divisible: round to a multiple of 8, never more than 10% down
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+@keras.saving.register_keras_serializable(package="tf_reference")
+class TemporalShift(keras.layers.Layer):
+    """torch_tsm.shift.temporal_shift on channels-last frames: zero-filled, no wrap-around.
+
+    bidirectional: channels [0, C/8) take the next frame, [C/8, 2C/8) the previous one;
+    causal: channels [0, C/8) take the previous frame; none: identity.
+    Pad, slice and concatenate along the frame axis, as the torch version: TFLite builtins only.
+    """
+
+    def __init__(self, num_segments: int, mode: str = "bidirectional", fold_div: int = 8, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if mode not in SHIFT_MODES:
+            raise ValueError(f"unknown shift mode {mode!r}; expected one of {SHIFT_MODES}")
+        self.num_segments = num_segments
+        self.mode = mode
+        self.fold_div = fold_div
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        # (N*T, H, W, C) -> (N*T, H, W, C)
+        if self.mode == "none":
+            return x
+        if x.shape[0] is not None and x.shape[0] % self.num_segments:
+            raise ValueError(f"first axis {x.shape[0]} is not a whole number of {self.num_segments}-frame clips")
+        fold = x.shape[-1] // self.fold_div
+        if self.mode == "causal":
+            return tf.concat([self._from_previous_frame(x[..., :fold]), x[..., fold:]], axis=-1)
+        from_next = self._from_next_frame(x[..., :fold])
+        from_previous = self._from_previous_frame(x[..., fold : 2 * fold])
+        return tf.concat([from_next, from_previous, x[..., 2 * fold :]], axis=-1)
+
+    def _from_previous_frame(self, x: tf.Tensor) -> tf.Tensor:
+        # (N*T, H, W, F) -> (N*T, H, W, F): frame t holds frame t-1, zeros at t = 0
+        shifted = tf.pad(x[:-1], [[1, 0], [0, 0], [0, 0], [0, 0]])
+        return self._cut_clip_boundaries(shifted, empty_frame=0)
+
+    def _from_next_frame(self, x: tf.Tensor) -> tf.Tensor:
+        # (N*T, H, W, F) -> (N*T, H, W, F): frame t holds frame t+1, zeros at t = T-1
+        shifted = tf.pad(x[1:], [[0, 1], [0, 0], [0, 0], [0, 0]])
+        return self._cut_clip_boundaries(shifted, empty_frame=self.num_segments - 1)
+
+    def _cut_clip_boundaries(self, shifted: tf.Tensor, empty_frame: int) -> tf.Tensor:
+        # (N*T, H, W, F) -> (N*T, H, W, F)
+        # With several clips stacked (or a batch size unknown when traced) the pad only empties the ends
+        # of the whole stack; frames at inner clip boundaries received a neighbouring clip's frame and are
+        # zeroed here. A graph traced for exactly one clip needs no mask, so none is built.
+        if shifted.shape[0] == self.num_segments:
+            return shifted
+        frame_index = tf.range(tf.shape(shifted)[0]) % self.num_segments
+        keep = tf.cast(frame_index != empty_frame, shifted.dtype)
+        return shifted * tf.reshape(keep, [-1, 1, 1, 1])
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "num_segments": self.num_segments, "mode": self.mode, "fold_div": self.fold_div}
+
+
+@keras.saving.register_keras_serializable(package="tf_reference")
+class Normalize(keras.layers.Layer):
+    """RGB 0..255 -> ImageNet-normalized, as MobileNetV2TSM.forward_frames."""
+
+    def call(self, pixels: tf.Tensor) -> tf.Tensor:
+        # (..., 3) -> (..., 3)
+        return (pixels - tf.constant(IMAGENET_MEAN, pixels.dtype)) / tf.constant(IMAGENET_STD, pixels.dtype)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="tf_reference")
+class ClipsToFrames(keras.layers.Layer):
+    """Stack the frames of all clips on the first axis, as the 2-D backbone sees them."""
+
+    def call(self, clips: tf.Tensor) -> tf.Tensor:
+        # (N, T, H, W, C) -> (N*T, H, W, C)
+        frame_shape = [clips.shape[axis] or tf.shape(clips)[axis] for axis in (2, 3, 4)]  # static where known
+        return tf.reshape(clips, [-1, *frame_shape])
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        n, t = input_shape[:2]
+        return (n * t if n is not None else None, *input_shape[2:])
+
+
+@keras.saving.register_keras_serializable(package="tf_reference")
+class MeanOverFrames(keras.layers.Layer):
+    """Clip logits: the mean of the per-frame logits over the T frames of each clip."""
+
+    def __init__(self, num_segments: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.num_segments = num_segments
+
+    def call(self, frame_logits: tf.Tensor) -> tf.Tensor:
+        # (N*T, K) -> (N, K)
+        per_clip = tf.reshape(frame_logits, [-1, self.num_segments, frame_logits.shape[-1]])
+        return tf.reduce_mean(per_clip, axis=1)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        n_frames, classes = input_shape
+        return (n_frames // self.num_segments if n_frames is not None else None, classes)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "num_segments": self.num_segments}

@@ -16,8 +16,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# Train on the built-in data, then convert the new model and print its parity table.
 demo: install
-	$(RUN) -m torch_tsm.train --output models/demo
+	$(RUN) -m torch_tsm.train
+	$(RUN) -m conversion.to_tflite
 
 test: install
 	$(RUN) -m pytest -q

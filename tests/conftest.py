@@ -31,3 +31,13 @@ def with_real_batchnorm_statistics(model: MobileNetV2TSM, image_size: int = 32) 
 def small_model() -> MobileNetV2TSM:
     torch.manual_seed(0)
     return with_real_batchnorm_statistics(build_model(num_classes=5, num_segments=4, width_mult=0.35))
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """The demo model with 5 epochs instead of 6 (about 2 minutes here): parity on random weights proves
+    nothing and uint8 agreement needs real margins, so every conversion test works on this one."""
+    from torch_tsm.train import main
+
+    output = tmp_path_factory.mktemp("trained") / "run"
+    return main(["--output", str(output), "--synthetic-clips", "1600", "200", "--max-epochs", "5"])

@@ -69,13 +69,16 @@ def _features(x: tf.Tensor, num_segments: int, width_mult: float, shift: str) ->
     for expand_ratio, channels, repeats, first_stride in INVERTED_RESIDUAL_SETTING:
         for repeat in range(repeats):
             stride = first_stride if repeat == 0 else 1
-            x = _inverted_residual(x, _make_divisible(channels * width_mult), stride, expand_ratio, num_segments, shift, name=f"features.{index}")
+            out_channels = _make_divisible(channels * width_mult)
+            x = _inverted_residual(x, out_channels, stride, expand_ratio, num_segments, shift, name=f"features.{index}")
             index += 1
     last_channel = _make_divisible(1280 * max(1.0, width_mult))
     return _conv_bn_relu6(x, last_channel, kernel_size=1, stride=1, name=f"features.{index}")
 
 
-def _inverted_residual(x: tf.Tensor, out_channels: int, stride: int, expand_ratio: int, num_segments: int, shift: str, name: str) -> tf.Tensor:
+def _inverted_residual(
+    x: tf.Tensor, out_channels: int, stride: int, expand_ratio: int, num_segments: int, shift: str, name: str
+) -> tf.Tensor:
     # (N*T, H, W, C) -> (N*T, H/stride, W/stride, out_channels)
     in_channels = x.shape[-1]
     hidden = int(round(in_channels * expand_ratio))
@@ -119,8 +122,8 @@ def _batch_norm(x: tf.Tensor, name: str) -> tf.Tensor:
 
 def _torch_padding(x: tf.Tensor, kernel_size: int, stride: int, name: str) -> tuple[tf.Tensor, str]:
     # (N*T, H, W, C) -> (N*T, H', W', C) and the padding mode for the conv that follows.
-    # PyTorch pads (k-1)/2 on every side. Keras "same" does too at stride 1, but at stride 2 it pads
-    # only the bottom and right: pad explicitly there and convolve "valid".
+    # PyTorch pads (k-1)/2 on every side. Keras "same" does too at stride 1, but at stride 2 on an even
+    # size it pads one row and column, at the bottom and right only: pad explicitly there, convolve "valid".
     if kernel_size == 1:
         return x, "valid"
     if stride == 1:
@@ -140,7 +143,9 @@ class TemporalShift(keras.layers.Layer):
 
     bidirectional: channels [0, C/8) take the next frame, [C/8, 2C/8) the previous one;
     causal: channels [0, C/8) take the previous frame; none: identity.
-    Pad, slice and concatenate along the frame axis, as the torch version: TFLite builtins only.
+    Channel slices, a pad along the frame axis and a concatenation, as the torch version: TFLite builtins
+    only. Slices rather than tf.split: XNNPACK does not take SPLIT_V, which cut the one-clip TFLite graph
+    into 11 delegate partitions (measured here); with slices it stays one.
     """
 
     def __init__(self, num_segments: int, mode: str = "bidirectional", fold_div: int = 8, **kwargs) -> None:

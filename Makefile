@@ -2,8 +2,7 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-# The venv's bin first on PATH: onnx2tf calls the `onnxsim` command by name.
-RUN := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python
+RUN := $(BIN)/python
 
 .PHONY: demo test bench install clean
 
@@ -21,8 +20,14 @@ demo: install
 	$(RUN) -m torch_tsm.train
 	$(RUN) -m conversion.to_tflite
 
+# Passive OpenMP waits: the tests run PyTorch and TensorFlow in one process, and PyTorch's spinning
+# OpenMP workers otherwise starve TensorFlow's threads (and the reverse) on a 2-core machine.
 test: install
-	$(RUN) -m pytest -q
+	OMP_WAIT_POLICY=passive $(RUN) -m pytest -q
+
+# Speed, memory and size figures into BENCHMARKS.md (about 20 minutes on 2 cores).
+bench: install
+	$(RUN) -m bench.run
 
 clean:
 	rm -rf $(VENV) build *.egg-info

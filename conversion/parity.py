@@ -28,6 +28,8 @@ ROUTE_FILES = {  # route id -> file in a converted model folder
     "savedmodel": "saved_model",
     "tflite-f32": "model_float32.tflite",
     "tflite-u8": "model_uint8.tflite",
+    "keras-tflite-f32": "model_keras_float32.tflite",
+    "keras-tflite-u8": "model_keras_uint8.tflite",
 }
 
 
@@ -77,11 +79,11 @@ def random_pixel_clips(count: int, num_segments: int, image_size: int, seed: int
 
 
 def table(rows: list[RouteParity]) -> str:
-    header = f"{'route':<14}{'inputs':<17}{'clips':>6}{'max_abs':>11}{'normalized':>12}{'top1_agree':>12}{'accuracy':>10}{'torch':>8}  verdict"
+    header = f"{'route':<18}{'inputs':<17}{'clips':>6}{'max_abs':>11}{'normalized':>12}{'top1_agree':>12}{'accuracy':>10}{'torch':>8}  verdict"
     lines = [header, "-" * len(header)]
     for row in rows:
         accuracy = f"{row.accuracy:>10.4f}{row.torch_accuracy:>8.4f}" if row.accuracy is not None else f"{'-':>10}{'-':>8}"
-        lines.append(f"{row.route:<14}{row.inputs:<17}{row.clips:>6}{row.max_abs:>11.2e}{row.max_abs_normalized:>12.2e}{row.top1_agree:>12.4f}{accuracy}  {row.verdict}")
+        lines.append(f"{row.route:<18}{row.inputs:<17}{row.clips:>6}{row.max_abs:>11.2e}{row.max_abs_normalized:>12.2e}{row.top1_agree:>12.4f}{accuracy}  {row.verdict}")
     return "\n".join(lines)
 
 
@@ -108,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     card = read_card(args.model_dir)
     model = load_model(args.model_dir / card.get("checkpoint", "best.ckpt"))
     runners = {route: load_runner(args.model_dir / name) for route, name in ROUTE_FILES.items() if (args.model_dir / name).exists()}
+    if any(route.startswith("keras") for route in runners):
+        from conversion.runtimes import KerasRunner
+        from tf_reference import from_torch_model
+
+        runners["keras"] = KerasRunner(from_torch_model(model, image_size=model.image_size))
     if not runners:
         print(f"{args.model_dir}: no converted model; run python -m conversion.to_tflite --checkpoint {args.model_dir / 'best.ckpt'}", file=sys.stderr)
         return 2

@@ -13,20 +13,40 @@ import torch
 from torch_tsm.model import MobileNetV2TSM, load_model
 
 
-class TorchRunner:
+class Runner:
+    """Checks the clips fit the model (a clear error instead of a runtime's own), then runs them."""
+
+    num_segments: int
+    image_size: int
+
+    def __call__(self, clips: np.ndarray) -> np.ndarray:
+        # (N, T, S, S, 3) uint8 -> (N, K) float logits
+        expected = (self.num_segments, self.image_size, self.image_size, 3)
+        if clips.ndim != 5 or clips.shape[1:] != expected:
+            raise ValueError(
+                f"{type(self).__name__} takes clips of (T, H, W, 3) = {expected} (square frames of the "
+                f"model's training size); got {clips.shape[1:]}"
+            )
+        return self.run(clips)
+
+    def run(self, clips: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class TorchRunner(Runner):
     def __init__(self, model: MobileNetV2TSM) -> None:
         self.model = model.eval()
         self.num_segments = model.num_segments
         self.image_size = model.image_size
 
     @torch.no_grad()
-    def __call__(self, clips: np.ndarray) -> np.ndarray:
+    def run(self, clips: np.ndarray) -> np.ndarray:
         # (N, T, H, W, 3) uint8 -> (N, K)
         pixels = torch.from_numpy(np.ascontiguousarray(clips)).permute(0, 1, 4, 2, 3).float()
         return self.model(pixels).numpy()
 
 
-class OnnxRunner:
+class OnnxRunner(Runner):
     def __init__(self, path: Path, threads: int = 2) -> None:
         import onnxruntime
 
@@ -36,12 +56,12 @@ class OnnxRunner:
         shape = self.session.get_inputs()[0].shape  # (T, 3, H, W)
         self.num_segments, self.image_size = shape[0], shape[2]
 
-    def __call__(self, clips: np.ndarray) -> np.ndarray:
+    def run(self, clips: np.ndarray) -> np.ndarray:
         # (N, T, H, W, 3) uint8 -> (N, K), one clip at a time (the graph holds one clip)
         return np.concatenate([self.session.run(None, {"frames": clip.transpose(0, 3, 1, 2).astype(np.float32)})[0] for clip in clips])
 
 
-class SavedModelRunner:
+class SavedModelRunner(Runner):
     """The onnx2tf SavedModel: frames (T, H, W, 3) float in, logits (1, K) out."""
 
     def __init__(self, path: Path) -> None:
@@ -52,12 +72,24 @@ class SavedModelRunner:
         shape = self.function.structured_input_signature[1]["frames"].shape
         self.num_segments, self.image_size = shape[0], shape[1]
 
-    def __call__(self, clips: np.ndarray) -> np.ndarray:
+    def run(self, clips: np.ndarray) -> np.ndarray:
         # (N, T, H, W, 3) uint8 -> (N, K); the SavedModel's one output is the logits, whatever its name
         return np.concatenate([next(iter(self.function(frames=self.tf.constant(clip, self.tf.float32)).values())).numpy() for clip in clips])
 
 
-class TFLiteRunner:
+class KerasRunner(Runner):
+    """The native Keras twin (tf_reference), clip in, logits out."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        _, self.num_segments, self.image_size = model.input_shape[:3]
+
+    def run(self, clips: np.ndarray) -> np.ndarray:
+        # (N, T, H, W, 3) uint8 -> (N, K), one clip at a time (the model may be built for batch 1)
+        return np.concatenate([np.asarray(self.model(clip[None].astype(np.float32), training=False)) for clip in clips])
+
+
+class TFLiteRunner(Runner):
     """A clip TFLite model, float32 or uint8, with (de)quantization by the model's own parameters."""
 
     def __init__(self, path: Path, threads: int = 2) -> None:
@@ -69,7 +101,7 @@ class TFLiteRunner:
         self.output = self.interpreter.get_output_details()[0]
         self.num_segments, self.image_size = int(self.input["shape"][1]), int(self.input["shape"][2])
 
-    def __call__(self, clips: np.ndarray) -> np.ndarray:
+    def run(self, clips: np.ndarray) -> np.ndarray:
         return np.concatenate([self._run(clip[None]) for clip in clips])
 
     def _run(self, clip: np.ndarray) -> np.ndarray:

@@ -1,6 +1,8 @@
-"""SavedModel (onnx2tf output, frames in) -> float32 and full-integer uint8 TFLite models (clip in).
+"""A TensorFlow clip model -> float32 and full-integer uint8 TFLite models.
 
-Both take `clip (1, T, H, W, 3)` raw RGB pixels and return `logits (1, K)`:
+Two TF sources give a TFLiteConverter: the onnx2tf SavedModel, which takes the clip as T frames
+(`saved_model_converter`), and the native Keras twin from tf_reference (`keras_converter`). Both
+TFLite models take `clip (1, T, H, W, 3)` raw RGB pixels and return `logits (1, K)`:
 - float32: pixels as float 0..255, logits as float.
 - uint8: pixels as uint8 with input quantization scale 1, zero point 0, so a camera frame goes in
   unchanged; logits as uint8 with the output's scale and zero point
@@ -9,53 +11,84 @@ Only TFLite builtin int8 kernels are allowed (no Select-TF ops): the converter f
 produce a model that a stock LiteRT cannot run.
 """
 
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-
-def clip_function(saved_model_dir: Path, num_segments: int, image_size: int, uint8_input: bool):
-    """A concrete function (1, T, S, S, 3) -> {"logits": (1, K)} around the frames-in SavedModel."""
-    loaded = tf.saved_model.load(str(saved_model_dir))
-    frames_logits = loaded.signatures["serving_default"]
-
-    @tf.function(input_signature=[tf.TensorSpec((1, num_segments, image_size, image_size, 3), tf.float32, name="clip")])
-    def clip_logits(clip):
-        if uint8_input:
-            # Pins the input quantization to [0, 255] in steps of 1: scale 1, zero point 0.
-            clip = tf.quantization.fake_quant_with_min_max_args(clip, min=0.0, max=255.0, num_bits=8)
-        frames = tf.reshape(clip, (num_segments, image_size, image_size, 3))
-        (logits,) = frames_logits(frames=frames).values()  # one output; onnx2tf names it output_0
-        return {"logits": logits}
-
-    return clip_logits.get_concrete_function(), loaded
+# uint8_input -> a converter for the clip model; uint8_input pins the input range to 0..255.
+ConverterSource = Callable[[bool], AbstractContextManager[tf.lite.TFLiteConverter]]
 
 
-def to_float32_tflite(saved_model_dir: Path, num_segments: int, image_size: int) -> bytes:
-    function, loaded = clip_function(saved_model_dir, num_segments, image_size, uint8_input=False)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], loaded)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    return converter.convert()
+def to_float32_tflite(source: ConverterSource) -> bytes:
+    with source(False) as converter:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        return converter.convert()
 
 
-def to_uint8_tflite(saved_model_dir: Path, num_segments: int, image_size: int, calibration_clips: Iterable[np.ndarray], count: int | None = None) -> bytes:
-    """`calibration_clips`: (T, S, S, 3) uint8 clips preprocessed exactly as at inference."""
-    function, loaded = clip_function(saved_model_dir, num_segments, image_size, uint8_input=True)
-    clips = list(calibration_clips)
-    if not clips:
+def to_uint8_tflite(source: ConverterSource, calibration_clips: np.ndarray) -> bytes:
+    """`calibration_clips` (M, T, S, S, 3) uint8: real clips preprocessed exactly as at inference."""
+    if len(calibration_clips) == 0:
         raise ValueError("full-integer quantization needs calibration clips")
 
     def representative_dataset():
-        for clip in tqdm(clips, desc="calibrating", unit="clip", leave=False):
+        for clip in tqdm(calibration_clips, desc="calibrating", unit="clip", leave=False):
             yield [clip[None].astype(np.float32)]
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], loaded)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative_dataset
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-    converter.inference_output_type = tf.uint8
-    return converter.convert()
+    with source(True) as converter:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.uint8
+        return converter.convert()
+
+
+def saved_model_converter(saved_model_dir: Path, num_segments: int, image_size: int) -> ConverterSource:
+    """The onnx2tf SavedModel (frames (T, H, W, 3) in) behind a clip signature (1, T, H, W, 3)."""
+
+    @contextmanager
+    def source(uint8_input: bool) -> Iterator[tf.lite.TFLiteConverter]:
+        loaded = tf.saved_model.load(str(saved_model_dir))
+        frames_logits = loaded.signatures["serving_default"]
+
+        @tf.function(input_signature=[tf.TensorSpec((1, num_segments, image_size, image_size, 3), tf.float32, name="clip")])
+        def serve(clip):
+            # (1, T, H, W, 3) -> (1, K)
+            clip = _pin_input_range(clip) if uint8_input else clip
+            (logits,) = frames_logits(frames=tf.reshape(clip, (num_segments, image_size, image_size, 3))).values()
+            return {"logits": logits}  # the one output; onnx2tf names it output_0
+
+        module = tf.Module()
+        module.loaded, module.serve = loaded, serve
+        # Converting from a SavedModel (not a concrete function) freezes the variables into constants.
+        with tempfile.TemporaryDirectory(prefix="serving-") as folder:
+            tf.saved_model.save(module, folder, signatures={"serving_default": serve})
+            yield tf.lite.TFLiteConverter.from_saved_model(folder)
+
+    return source
+
+
+def keras_converter(model: keras.Model) -> ConverterSource:
+    """The native Keras twin, built with a fixed input (batch 1, image size)."""
+
+    @contextmanager
+    def source(uint8_input: bool) -> Iterator[tf.lite.TFLiteConverter]:
+        if uint8_input:
+            clip = keras.Input(batch_shape=model.input_shape, name="clip")
+            pinned = keras.layers.Lambda(_pin_input_range, name="pin_input_range")(clip)
+            yield tf.lite.TFLiteConverter.from_keras_model(keras.Model(clip, model(pinned)))
+        else:
+            yield tf.lite.TFLiteConverter.from_keras_model(model)
+
+    return source
+
+
+def _pin_input_range(clip: tf.Tensor) -> tf.Tensor:
+    # Fixes the input quantization to [0, 255] in steps of 1: scale 1, zero point 0, raw pixels in.
+    return tf.quantization.fake_quant_with_min_max_args(clip, min=0.0, max=255.0, num_bits=8)

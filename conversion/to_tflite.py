@@ -4,14 +4,17 @@ Every stage is checked against the PyTorch model before the next one starts (par
 the work happens in a scratch folder beside the output: the output folder receives the models only
 when every stage has passed, so a failed conversion never leaves a model that looks complete.
 
-Writes model.onnx, saved_model/, model_float32.tflite, model_uint8.tflite and labels.txt, and adds the
-sizes, op counts, parity figures and conversion time to model_card.json.
+With --streaming, writes the per-frame streaming models of a causal model instead
+(model_streaming_float32.tflite, model_streaming_uint8.tflite; see conversion/streaming.py).
+
+Writes model.onnx, saved_model/, model_float32.tflite, model_uint8.tflite and labels.txt (with
+--route keras: model_keras_float32.tflite and model_keras_uint8.tflite, straight from the native Keras
+twin, no ONNX), and adds the sizes, op counts, parity figures and conversion time to model_card.json.
 """
 
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterable
@@ -23,13 +26,17 @@ from conversion.clips import data_module, load_clips
 from conversion.errors import ConversionError
 from conversion.export_onnx import export_onnx
 from conversion.inspect import inspect_tflite
+from conversion.onnx_to_tf import onnx_to_saved_model
 from conversion.parity import ROUTE_FILES, RouteParity, check_routes, random_pixel_clips, table
-from conversion.runtimes import OnnxRunner, SavedModelRunner, TFLiteRunner, TorchRunner
+from conversion.runtimes import KerasRunner, OnnxRunner, SavedModelRunner, TFLiteRunner, TorchRunner
+from conversion.streaming import convert_streaming
+from conversion.tflite import ConverterSource, keras_converter, saved_model_converter, to_float32_tflite, to_uint8_tflite
+from tf_reference import from_torch_model
 from torch_tsm.labels import write_labels
 from torch_tsm.model import MobileNetV2TSM, load_model
 
-from conversion.onnx_to_tf import onnx_to_saved_model  # noqa: E402  (imports TensorFlow: after torch)
-from conversion.tflite import to_float32_tflite, to_uint8_tflite  # noqa: E402
+
+ROUTES = ("onnx", "keras")
 
 
 def convert(
@@ -37,13 +44,21 @@ def convert(
     output_dir: str | Path,
     calibration_clips: Iterable[np.ndarray],
     held_out: tuple[np.ndarray, np.ndarray | None] | None = None,
+    route: str = "onnx",
+    streaming: bool = False,
 ) -> dict:
     """Converts `model` into `output_dir`; returns the figures added to its model card.
 
     calibration_clips: (T, S, S, 3) uint8 clips, preprocessed as at inference, for quantization.
     held_out: (clips (M, T, S, S, 3) uint8, labels (M,) or None) to check parity on; the calibration
     clips when not given.
+    route: "onnx" (ONNX -> onnx2tf SavedModel -> TFLite) or "keras" (the native Keras twin -> TFLite).
+    streaming: write the per-frame streaming models instead (causal models only; conversion.streaming).
     """
+    if streaming:
+        return convert_streaming(model, output_dir, calibration_clips, held_out)
+    if route not in ROUTES:
+        raise ValueError(f"unknown route {route!r}; expected one of {ROUTES}")
     started = time.perf_counter()
     output_dir = Path(output_dir)
     model = model.eval()
@@ -54,64 +69,89 @@ def convert(
     if calibration.shape[1:] != (segments, size, size, 3) or calibration.dtype != np.uint8:
         raise ValueError(f"calibration clips must be uint8 (T={segments}, {size}, {size}, 3); got {calibration.dtype} {calibration.shape[1:]}")
     clips, labels = held_out if held_out is not None else (calibration, None)
-    random_clips = random_pixel_clips(8, segments, size)
-    reference = TorchRunner(model)
+    checker = StageChecker(TorchRunner(model), clips, labels, random_pixel_clips(8, segments, size))
 
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".converting-", dir=output_dir) as scratch:
         staging = Path(scratch)
-        rows: list[RouteParity] = []
-
-        def stage(route: str, runner) -> None:
-            new = check_routes({route: runner}, reference, clips, labels, random_clips)
-            rows.extend(new)
-            failed = [row for row in new if row.verdict == "FAIL"]
-            if failed:
-                raise ConversionError(f"{route} does not match PyTorch:\n{table(new)}")
-
-        export_onnx(model, staging / ROUTE_FILES["onnx"], size)
-        stage("onnx", OnnxRunner(staging / ROUTE_FILES["onnx"]))
-        onnx_to_saved_model(staging / ROUTE_FILES["onnx"], staging / ROUTE_FILES["savedmodel"], calibration.reshape(-1, size, size, 3))
-        stage("savedmodel", SavedModelRunner(staging / ROUTE_FILES["savedmodel"]))
-        (staging / ROUTE_FILES["tflite-f32"]).write_bytes(to_float32_tflite(staging / ROUTE_FILES["savedmodel"], segments, size))
-        (staging / ROUTE_FILES["tflite-u8"]).write_bytes(to_uint8_tflite(staging / ROUTE_FILES["savedmodel"], segments, size, calibration))
-        inspections = {route: inspect_tflite(staging / ROUTE_FILES[route]) for route in ("tflite-f32", "tflite-u8")}
-        for route, inspection in inspections.items():
+        if route == "onnx":
+            source = _onnx_route(model, staging, calibration, checker)
+            tflite_routes = ("tflite-f32", "tflite-u8")
+            files = ["onnx", "savedmodel", *tflite_routes]
+        else:
+            source = _keras_route(model, checker)
+            tflite_routes = files = ("keras-tflite-f32", "keras-tflite-u8")
+        f32, u8 = (staging / ROUTE_FILES[r] for r in tflite_routes)
+        f32.write_bytes(to_float32_tflite(source))
+        u8.write_bytes(to_uint8_tflite(source, calibration))
+        inspections = {r: inspect_tflite(staging / ROUTE_FILES[r]) for r in tflite_routes}
+        for name, inspection in inspections.items():
             if not inspection.ok:
-                raise ConversionError(f"{route} is not deployable on a stock LiteRT:\n{inspection.report()}")
-        stage("tflite-f32", TFLiteRunner(staging / ROUTE_FILES["tflite-f32"]))
-        stage("tflite-u8", TFLiteRunner(staging / ROUTE_FILES["tflite-u8"]))
+                raise ConversionError(f"{name} is not deployable on a stock LiteRT:\n{inspection.report()}")
+        for name in tflite_routes:
+            checker.check(name, TFLiteRunner(staging / ROUTE_FILES[name]))
         write_labels(model.labels, staging / "labels.txt")
 
+        uint8 = inspections[tflite_routes[1]]
         figures = {
-            "files": {route: name for route, name in ROUTE_FILES.items()},
-            "size_bytes": {route: _size(staging / name) for route, name in ROUTE_FILES.items()},
-            "tflite_ops": {route: dict(inspection.ops.most_common()) for route, inspection in inspections.items()},
+            "files": {name: ROUTE_FILES[name] for name in files},
+            "size_bytes": {name: _size(staging / ROUTE_FILES[name]) for name in files},
+            "tflite_ops": {name: dict(inspection.ops.most_common()) for name, inspection in inspections.items()},
             "uint8_io": {
-                "input": {"dtype": "uint8", "scale": inspections["tflite-u8"].inputs[0].scale, "zero_point": inspections["tflite-u8"].inputs[0].zero_point},
-                "output": {"dtype": "uint8", "scale": inspections["tflite-u8"].outputs[0].scale, "zero_point": inspections["tflite-u8"].outputs[0].zero_point},
+                "input": {"dtype": "uint8", "scale": uint8.inputs[0].scale, "zero_point": uint8.inputs[0].zero_point},
+                "output": {"dtype": "uint8", "scale": uint8.outputs[0].scale, "zero_point": uint8.outputs[0].zero_point},
             },
-            "parity": [row.as_dict() for row in rows],
+            "parity": [row.as_dict() for row in checker.rows],
             "seconds": round(time.perf_counter() - started, 1),
         }
-        for name in [*ROUTE_FILES.values(), "labels.txt"]:
+        for name in [*(ROUTE_FILES[f] for f in files), "labels.txt"]:
             target = output_dir / name
             if target.is_dir():
                 shutil.rmtree(target)
             (staging / name).replace(target)
-    _update_card(output_dir, model, figures)
-    print(table(rows))
+    _update_card(output_dir, model, route, figures)
+    print(table(checker.rows))
     return figures
+
+
+class StageChecker:
+    """Checks each stage against PyTorch on held-out clips and random pixels; stops at the first miss."""
+
+    def __init__(self, reference: TorchRunner, clips: np.ndarray, labels: np.ndarray | None, random_clips: np.ndarray) -> None:
+        self.reference, self.clips, self.labels, self.random_clips = reference, clips, labels, random_clips
+        self.rows: list[RouteParity] = []
+
+    def check(self, route: str, runner) -> None:
+        new = check_routes({route: runner}, self.reference, self.clips, self.labels, self.random_clips)
+        self.rows.extend(new)
+        if any(row.verdict == "FAIL" for row in new):
+            raise ConversionError(f"{route} does not match PyTorch:\n{table(new)}")
+
+
+def _onnx_route(model: MobileNetV2TSM, staging: Path, calibration: np.ndarray, checker: StageChecker) -> ConverterSource:
+    size = model.image_size
+    onnx_path, saved_model = staging / ROUTE_FILES["onnx"], staging / ROUTE_FILES["savedmodel"]
+    export_onnx(model, onnx_path, size)
+    checker.check("onnx", OnnxRunner(onnx_path))
+    onnx_to_saved_model(onnx_path, saved_model, calibration.reshape(-1, size, size, 3))
+    checker.check("savedmodel", SavedModelRunner(saved_model))
+    return saved_model_converter(saved_model, model.num_segments, size)
+
+
+def _keras_route(model: MobileNetV2TSM, checker: StageChecker) -> ConverterSource:
+    keras_model = from_torch_model(model, image_size=model.image_size, batch_size=1)
+    checker.check("keras", KerasRunner(keras_model))
+    return keras_converter(keras_model)
 
 
 def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
-def _update_card(output_dir: Path, model: MobileNetV2TSM, figures: dict) -> None:
+def _update_card(output_dir: Path, model: MobileNetV2TSM, route: str, figures: dict) -> None:
     path = output_dir / "model_card.json"
     card = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"model": "MobileNetV2-TSM", "labels": model.labels}
-    card["conversion"] = figures
+    card.setdefault("conversion", {})[route] = figures
     path.write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
@@ -130,6 +170,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--parity-clips", type=int, default=200, help="held-out clips for the parity checks")
     parser.add_argument("--data", choices=("synthetic", "bukva", "frames"), help="calibration data (default: the model's own training data)")
     parser.add_argument("--data-root", type=Path)
+    parser.add_argument("--route", choices=ROUTES, default="onnx", help="onnx: ONNX -> onnx2tf -> TFLite (default); keras: the native Keras twin -> TFLite")
+    parser.add_argument("--streaming", action="store_true", help="the per-frame streaming models (a model trained with --shift causal)")
     args = parser.parse_args(argv)
 
     checkpoint = args.checkpoint or newest_checkpoint()
@@ -143,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
     calibration, _ = load_clips(data, "train", args.calibration_clips)
     held_out = load_clips(data, "val", args.parity_clips)
     try:
-        return convert(model, args.output or checkpoint.parent, calibration, held_out)
+        return convert(model, args.output or checkpoint.parent, calibration, held_out, args.route, args.streaming)
     except ConversionError as error:
         raise SystemExit(f"conversion failed, nothing written: {error}") from error
 

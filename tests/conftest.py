@@ -35,9 +35,41 @@ def small_model() -> MobileNetV2TSM:
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
-    """The demo model with 5 epochs instead of 6 (about 2 minutes here): parity on random weights proves
-    nothing and uint8 agreement needs real margins, so every conversion test works on this one."""
+    """The demo model with the causal shift and 5 epochs instead of 6 (about 2 minutes here). Parity
+    on random weights proves nothing and uint8 agreement needs real margins, so every conversion test
+    works on this one; being causal, it also serves the streaming tests."""
     from torch_tsm.train import main
 
     output = tmp_path_factory.mktemp("trained") / "run"
-    return main(["--output", str(output), "--synthetic-clips", "1600", "200", "--max-epochs", "5"])
+    return main(["--output", str(output), "--shift", "causal", "--synthetic-clips", "1600", "200", "--max-epochs", "5"])
+
+
+@pytest.fixture(scope="session")
+def converted(trained_run, tmp_path_factory):
+    """trained_run converted once by both routes (about 1.5 minutes): model.onnx, saved_model/,
+    float32 and uint8 TFLite through onnx2tf, and float32 and uint8 TFLite from the Keras twin."""
+    from conversion.to_tflite import main
+
+    output = tmp_path_factory.mktemp("converted")
+    with pytest.MonkeyPatch.context() as patch:
+        # Any attempt to reach the network fails at once: the conversion must not need it.
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            patch.setenv(name, "http://127.0.0.1:9")
+        for route in ("onnx", "keras"):
+            main(["--checkpoint", str(trained_run / "best.ckpt"), "--output", str(output), "--calibration-clips", "100", "--route", route])
+    return output
+
+
+@pytest.fixture(scope="session")
+def streaming_converted(trained_run, tmp_path_factory):
+    """trained_run converted to streaming float32 and uint8 TFLite models (about a minute)."""
+    from conversion import parity
+    from conversion.clips import data_module, held_out_clips, load_clips, read_card
+    from conversion.streaming import convert_streaming
+    from torch_tsm.model import load_model
+
+    output = tmp_path_factory.mktemp("streaming")
+    card = read_card(trained_run)
+    calibration, _ = load_clips(data_module(card["config"]), "train", 48)
+    convert_streaming(load_model(trained_run / "best.ckpt"), output, calibration, held_out_clips(card, parity.UINT8_MIN_CLIPS))
+    return output

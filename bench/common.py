@@ -1,0 +1,114 @@
+"""What every benchmark shares: the settings of a run, alternating timing, result rows, the machine."""
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+WORK = Path(__file__).parent / ".work"  # cached converted models and scratch runs; safe to delete
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Issue 6 measures at 224 px, width 1.0, 8 frames, 34 classes, 2 threads; --quick shrinks it for smoke tests."""
+
+    quick: bool
+    image_size: int
+    width_mult: float
+    num_segments: int = 8
+    num_classes: int = 34
+    threads: int = 2
+    runs: int = 30  # timed runs per figure, after `warmup` untimed ones
+    warmup: int = 3
+
+    @property
+    def flag(self) -> str:
+        return " --quick" if self.quick else ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.image_size} px, width {self.width_mult}, {self.num_segments} frames, {self.num_classes} classes, {self.threads} threads"
+
+
+def settings(quick: bool) -> Settings:
+    return Settings(quick=True, image_size=64, width_mult=0.5, runs=10, warmup=2) if quick else Settings(quick=False, image_size=224, width_mult=1.0)
+
+
+@dataclass
+class Row:
+    number: str
+    measure: str
+    figure: str
+    target: str = ""
+    met: bool | None = None  # None: no target (for the record)
+    command: str = ""
+    why: str = ""  # for a missed target: what the diagnostics say
+
+    @property
+    def verdict(self) -> str:
+        return {None: "", True: "met", False: "**MISSED**"}[self.met]
+
+
+@dataclass
+class Report:
+    """What one benchmark module returns: its rows and markdown paragraphs of supporting detail."""
+
+    rows: list[Row]
+    details: list[str] = field(default_factory=list)
+
+
+def alternate_medians(calls: dict[str, Callable[[], object]], runs: int, warmup: int) -> dict[str, float]:
+    return {name: statistics.median(values) for name, values in alternate_times(calls, runs, warmup).items()}
+
+
+def alternate_times(calls: dict[str, Callable[[], object]], runs: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds of every timed call. The calls take turns, one run each, starting with a different one each
+    round, so that a load change on this shared machine hits every figure of a comparison alike."""
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    names = list(calls)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for run in range(runs):
+        for name in names[run % len(names):] + names[: run % len(names)]:
+            started = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - started)
+    return times
+
+
+def ratio_row(number: str, measure: str, seconds: tuple[float, float], names: tuple[str, str], target: float | None, at_most: bool, command: str) -> Row:
+    """A row for seconds[0] / seconds[1] against `<= target` (at_most) or `>= target`; no target: for the record."""
+    ratio = seconds[0] / seconds[1]
+    figure = f"{ratio:.2f} ({names[0]} {seconds[0] * 1000:.1f} ms, {names[1]} {seconds[1] * 1000:.1f} ms)"
+    if target is None:
+        return Row(number, measure, figure, command=command)
+    met = ratio <= target if at_most else ratio >= target
+    return Row(number, measure, figure, f"{'<=' if at_most else '>='} {target:g}", met, command)
+
+
+def machine() -> dict[str, str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    packages = ("torch", "torchvision", "pytorch-lightning", "tensorflow", "ai-edge-litert", "onnx", "onnxruntime", "onnx2tf", "numpy")
+    return {
+        "CPU": cpu,
+        "cores available": str(len(os.sched_getaffinity(0))),
+        "memory": f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB",
+        "OS": platform.platform(),
+        "Python": platform.python_version(),
+        **{name: metadata.version(name) for name in packages},
+    }
+
+
+def load_average() -> str:
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,418 @@
+"""The streaming (online TSM) model: PyTorch -> ONNX -> onnx2tf SavedModel -> float32 and uint8 TFLite.
+
+One call of the streaming model processes one frame:
+
+    inputs   frame (1, H, W, 3) raw RGB, buffer_0 .. buffer_{B-1}
+    outputs  logits (1, K), new_buffer_0 .. new_buffer_{B-1}
+
+`new_buffer_i` is fed back as `buffer_i` for the next frame; zeros start a stream. Buffers are NHWC
+in TensorFlow and TFLite (onnx2tf lays out every 4-D tensor that way), NCHW in PyTorch and ONNX.
+
+uint8 model: the frame goes in as raw uint8 pixels (scale 1, zero point 0, as the clip model); every
+buffer is uint8 with the SAME quantization on its input and its output, so the bytes of an output go
+back in unchanged and nothing drifts over a long stream (declare_input_quantization). Calibration uses
+real streams (calibration clips played frame by frame with the buffers carried over), since what a
+buffer holds depends on the frames before.
+
+Every stage is checked against the PyTorch clip model (parity.py bounds: T frames from zero buffers,
+per-frame logits averaged == the clip logits), in a staging folder: the output folder receives
+model_streaming_float32.tflite, model_streaming_uint8.tflite and labels.txt only when every stage has
+passed.
+"""
+
+import json
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxsim
+import torch
+
+from conversion.errors import ConversionError
+from conversion.export_onnx import OPSET
+from conversion.inspect import inspect_tflite
+from conversion.parity import FLOAT_MAX_ABS_NORMALIZED, RouteParity, check_routes, random_pixel_clips, table
+from conversion.runtimes import TorchRunner, dequantize, quantize
+from torch_tsm.labels import write_labels
+from torch_tsm.model import MobileNetV2TSM
+from torch_tsm.streaming import StreamingTSM
+
+import tensorflow as tf  # noqa: E402  (after torch: see conversion/__init__.py)
+from ai_edge_litert.schema_py_generated import BuiltinOperator  # noqa: E402
+from tensorflow.lite.tools import flatbuffer_utils  # noqa: E402
+
+from conversion.onnx_to_tf import onnx_to_saved_model  # noqa: E402
+
+STREAMING_FILES = {"stream-f32": "model_streaming_float32.tflite", "stream-u8": "model_streaming_uint8.tflite"}
+CLIPS_PER_CALIBRATION_STREAM = 4  # calibration streams start from zeros, then carry buffers across clips
+
+
+def input_names(num_buffers: int) -> list[str]:
+    return ["frame", *(f"buffer_{i}" for i in range(num_buffers))]
+
+
+def output_names(num_buffers: int) -> list[str]:
+    return ["logits", *(f"new_buffer_{i}" for i in range(num_buffers))]
+
+
+# --- runners: one frame at a time, and the clip interface parity.py measures -----------------------
+
+
+class StreamRunner:
+    """A streaming model in some runtime. `run_stream` gives per-frame logits; called on clips, it plays
+    each clip from zero buffers and averages its per-frame logits, which is what the clip model computes."""
+
+    image_size: int
+
+    def zero_buffers(self) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def step(self, frame: np.ndarray, buffers: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        # (H, W, 3) uint8, buffers -> (K,) float logits, new buffers
+        raise NotImplementedError
+
+    def run_stream(self, frames: Iterable[np.ndarray]) -> np.ndarray:
+        # L x (H, W, 3) uint8 -> (L, K) per-frame logits, from zero buffers
+        buffers, logits = self.zero_buffers(), []
+        for frame in frames:
+            frame_logits, buffers = self.step(frame, buffers)
+            logits.append(frame_logits)
+        return np.stack(logits)
+
+    def __call__(self, clips: np.ndarray) -> np.ndarray:
+        # (N, T, H, W, 3) uint8 -> (N, K)
+        return np.stack([self.run_stream(clip).mean(axis=0) for clip in clips])
+
+
+class TorchStreamRunner(StreamRunner):
+    def __init__(self, model: StreamingTSM, image_size: int) -> None:
+        self.model = model.eval()
+        self.image_size = image_size
+
+    def zero_buffers(self) -> list[np.ndarray]:
+        return [buffer.numpy() for buffer in self.model.zero_buffers(self.image_size)]
+
+    @torch.no_grad()
+    def step(self, frame: np.ndarray, buffers: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        pixels = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
+        logits, *new = self.model(pixels, *(torch.from_numpy(b) for b in buffers))
+        return logits[0].numpy(), [b.numpy() for b in new]
+
+
+class OnnxStreamRunner(StreamRunner):
+    def __init__(self, path: Path, threads: int = 2) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        inputs = self.session.get_inputs()
+        self.names = [i.name for i in inputs]
+        self.buffer_shapes = [tuple(i.shape) for i in inputs[1:]]
+        self.image_size = inputs[0].shape[2]  # frame (1, 3, H, W)
+
+    def zero_buffers(self) -> list[np.ndarray]:
+        return [np.zeros(shape, np.float32) for shape in self.buffer_shapes]
+
+    def step(self, frame: np.ndarray, buffers: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        pixels = np.ascontiguousarray(frame.transpose(2, 0, 1)[None], dtype=np.float32)
+        logits, *new = self.session.run(None, dict(zip(self.names, [pixels, *buffers])))
+        return logits[0], new
+
+
+class SavedModelStreamRunner(StreamRunner):
+    """The onnx2tf SavedModel behind the NHWC interface of the TFLite models (streaming_function)."""
+
+    def __init__(self, path: Path, layouts: list[str]) -> None:
+        self.function, _ = streaming_function(path, layouts)
+        specs = self.function.structured_input_signature[0]
+        self.buffer_shapes = [tuple(spec.shape) for spec in specs[1:]]
+        self.image_size = specs[0].shape[1]
+
+    def zero_buffers(self) -> list[np.ndarray]:
+        return [np.zeros(shape, np.float32) for shape in self.buffer_shapes]
+
+    def step(self, frame: np.ndarray, buffers: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        outputs = self.function(tf.constant(frame[None], tf.float32), *(tf.constant(b) for b in buffers))
+        return outputs["logits"].numpy()[0], [outputs[f"new_buffer_{i}"].numpy() for i in range(len(buffers))]
+
+
+class StreamingTFLiteRunner(StreamRunner):
+    """A streaming TFLite model, float32 or uint8, called through its signature by name.
+
+    Buffers are kept in the model's own type: uint8 outputs go back in as they are (the model gives
+    each buffer the same quantization on both sides), so a long stream accumulates no rounding.
+    """
+
+    def __init__(self, path: Path, threads: int = 2) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        self.runner = self.interpreter.get_signature_runner()
+        self.inputs = self.runner.get_input_details()
+        self.outputs = self.runner.get_output_details()
+        if "frame" not in self.inputs or "logits" not in self.outputs:
+            raise ValueError(f"{path} is not a streaming model (its signature has no 'frame' input and 'logits' output)")
+        self.num_buffers = len(self.inputs) - 1
+        self.image_size = int(self.inputs["frame"]["shape"][1])
+        self.labels_count = int(self.outputs["logits"]["shape"][-1])
+
+    def zero_buffers(self) -> list[np.ndarray]:
+        # The quantized zero of each buffer: its zero point (zero is exactly representable).
+        return [quantize(np.zeros(self.inputs[f"buffer_{i}"]["shape"], np.float32), self.inputs[f"buffer_{i}"]) for i in range(self.num_buffers)]
+
+    def step(self, frame: np.ndarray, buffers: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        feed = {f"buffer_{i}": buffer for i, buffer in enumerate(buffers)}
+        outputs = self.runner(frame=quantize(frame[None], self.inputs["frame"]), **feed)
+        logits = dequantize(outputs["logits"], self.outputs["logits"])[0]
+        return logits, [outputs[f"new_buffer_{i}"] for i in range(self.num_buffers)]
+
+
+def is_streaming_tflite(path: Path) -> bool:
+    """Whether a .tflite file is a streaming model (a `frame` input beside buffers) rather than a clip model."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    signatures = Interpreter(model_path=str(path)).get_signature_list()
+    return any("frame" in signature["inputs"] and len(signature["inputs"]) > 1 for signature in signatures.values())
+
+
+# --- export --------------------------------------------------------------------------------------
+
+
+def export_streaming_onnx(streaming: StreamingTSM, path: Path, image_size: int) -> None:
+    """Writes a checked, simplified ONNX model of one streaming step (NCHW frame and buffers)."""
+    buffers = streaming.zero_buffers(image_size)
+    names = input_names(len(buffers)), output_names(len(buffers))
+    torch.onnx.export(
+        streaming.eval(), (torch.zeros(1, 3, image_size, image_size), *buffers), str(path),
+        dynamo=False, opset_version=OPSET, input_names=names[0], output_names=names[1],
+    )
+    # Simplified here, as export_onnx does: onnx2tf only simplifies when the onnxsim command is on PATH.
+    simplified, ok = onnxsim.simplify(onnx.load(str(path)))
+    if not ok:
+        raise ConversionError(f"onnxsim could not verify the simplified graph of {path}")
+    onnx.checker.check_model(simplified, full_check=True)
+    onnx.save(simplified, str(path))
+
+
+def calibration_streams(clips: np.ndarray) -> list[np.ndarray]:
+    # (M, T, S, S, 3) -> streams of (CLIPS_PER_CALIBRATION_STREAM * T, S, S, 3): fresh starts and long histories
+    return [clips[i : i + CLIPS_PER_CALIBRATION_STREAM].reshape(-1, *clips.shape[2:]) for i in range(0, len(clips), CLIPS_PER_CALIBRATION_STREAM)]
+
+
+def calibration_inputs(reference: TorchStreamRunner, streams: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """Every step of the calibration streams as the float TFLite model sees it, by input name: the
+    frame and the NHWC buffers that the frames before it left (the TFLite input order is not ours)."""
+    steps = []
+    for stream in streams:
+        buffers = reference.zero_buffers()
+        for frame in stream:
+            nhwc = [b.transpose(0, 2, 3, 1) for b in buffers]
+            steps.append(dict(zip(input_names(len(buffers)), [frame[None].astype(np.float32), *nhwc])))
+            _, buffers = reference.step(frame, buffers)
+    return steps
+
+
+def buffer_layouts(saved_model_dir: Path, onnx_runner: OnnxStreamRunner) -> list[str]:
+    """The layout, "NHWC" or "NCHW", in which each buffer input of onnx2tf's SavedModel takes its values.
+
+    onnx2tf transposes 4-D inputs to NHWC, but where it cannot tell the layouts apart (C == H == W,
+    e.g. a (1, 4, 4, 4) buffer) it treats the NHWC input as NCHW once more inside the graph. So every
+    buffer is checked with numbers: a random buffer, alone, must give the ONNX model's logits.
+    """
+    saved = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
+    specs = saved.structured_input_signature[1]
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (onnx_runner.image_size, onnx_runner.image_size, 3), dtype=np.uint8)
+    layouts = []
+    for i, shape in enumerate(onnx_runner.buffer_shapes):
+        buffers = onnx_runner.zero_buffers()
+        buffers[i] = rng.normal(0, 1, shape).astype(np.float32)  # (1, C, H, W)
+        expected, _ = onnx_runner.step(frame, buffers)
+        candidates = {"NHWC": buffers[i].transpose(0, 2, 3, 1), "NCHW": buffers[i]}
+        fitting = [
+            layout for layout, value in candidates.items()
+            if tuple(specs[f"buffer_{i}"].shape) == value.shape and _matches(_saved_model_logits(saved, frame, buffers, i, value), expected)
+        ]
+        if not fitting:
+            raise ConversionError(f"onnx2tf's buffer_{i} input gives other logits than ONNX in either layout")
+        layouts.append(fitting[0])
+    return layouts
+
+
+def _saved_model_logits(saved, frame: np.ndarray, buffers: list[np.ndarray], index: int, value: np.ndarray) -> np.ndarray:
+    # (H, W, 3) uint8, NCHW buffers (all zero but `index`, given as `value`) -> (K,) logits
+    feed = {f"buffer_{i}": (value if i == index else b.transpose(0, 2, 3, 1)) for i, b in enumerate(buffers)}
+    outputs = saved(frame=tf.constant(frame[None], tf.float32), **{name: tf.constant(v) for name, v in feed.items()})
+    return outputs["output_0"].numpy()[0]
+
+
+def _matches(logits: np.ndarray, reference: np.ndarray) -> bool:
+    return float(np.abs(logits - reference).max()) / max(1.0, float(np.abs(reference).max())) <= FLOAT_MAX_ABS_NORMALIZED
+
+
+def streaming_function(saved_model_dir: Path, layouts: list[str]):
+    """A concrete function (frame, buffer_i...) -> {logits, new_buffer_i...} around the SavedModel,
+    with every buffer NHWC on both sides (onnx2tf's outputs are NHWC; `layouts` from buffer_layouts)."""
+    loaded = tf.saved_model.load(str(saved_model_dir))
+    saved = loaded.signatures["serving_default"]
+    names = input_names(len(layouts))
+    # Buffer input shapes from the outputs they are fed from: output_{i+1} is new_buffer_i, NHWC.
+    shapes = [saved.structured_input_signature[1]["frame"].shape, *(saved.structured_outputs[f"output_{i + 1}"].shape for i in range(len(layouts)))]
+    signature = [tf.TensorSpec(shape, tf.float32, name=name) for name, shape in zip(names, shapes)]
+
+    @tf.function(input_signature=signature)
+    def step(frame, *buffers):
+        feed = {f"buffer_{i}": tf.transpose(b, (0, 3, 1, 2)) if layouts[i] == "NCHW" else b for i, b in enumerate(buffers)}
+        outputs = saved(frame=frame, **feed)
+        return {"logits": outputs["output_0"], **{f"new_buffer_{i}": outputs[f"output_{i + 1}"] for i in range(len(layouts))}}
+
+    return step.get_concrete_function(), loaded
+
+
+def to_float32_streaming_tflite(saved_model_dir: Path, layouts: list[str]) -> bytes:
+    function, loaded = streaming_function(saved_model_dir, layouts)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], loaded)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter.convert()
+
+
+def to_uint8_streaming_tflite(saved_model_dir: Path, layouts: list[str], steps: list[dict[str, np.ndarray]]) -> bytes:
+    """`steps`: calibration_inputs of real streams, so that every buffer is calibrated on what it holds."""
+    function, loaded = streaming_function(saved_model_dir, layouts)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], loaded)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: iter(steps)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.uint8
+    return declare_input_quantization(converter.convert())
+
+
+def declare_input_quantization(model_bytes: bytes) -> bytes:
+    """Sets the uint8 inputs' quantization: the frame takes raw pixels (scale 1, zero point 0) and each
+    buffer_i that of new_buffer_i, so that an output's bytes go back in unchanged.
+
+    Each uint8 input feeds only a QUANTIZE op (uint8 -> the graph's int8, with the calibrated
+    parameters), which requantizes from whatever the input declares: it becomes the explicit
+    requantization inside the model. (A fake-quant node pinning the frame instead leaves a
+    DEQUANTIZE/QUANTIZE float island before the normalization when the frame goes straight into it.)
+    """
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
+    graph, signature = model.subgraphs[0], model.signatureDefs[0]
+    inputs = {entry.name.decode(): entry.tensorIndex for entry in signature.inputs}
+    outputs = {entry.name.decode(): entry.tensorIndex for entry in signature.outputs}
+    quantize_codes = {i for i, code in enumerate(model.operatorCodes) if max(code.builtinCode, code.deprecatedBuiltinCode) == BuiltinOperator.QUANTIZE}
+    for name, index in inputs.items():
+        consumers = [op for op in graph.operators if index in op.inputs]
+        if not consumers or any(op.opcodeIndex not in quantize_codes for op in consumers):
+            raise ConversionError(f"the uint8 input {name} does not feed QUANTIZE ops only: its quantization cannot be declared")
+        if name == "frame":
+            scale, zero_point = [1.0], [0]
+        else:
+            source = graph.tensors[outputs[f"new_{name}"]].quantization
+            scale, zero_point = list(source.scale), list(source.zeroPoint)
+        graph.tensors[index].quantization.scale = scale
+        graph.tensors[index].quantization.zeroPoint = zero_point
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def check_buffer_quantization(runner: StreamingTFLiteRunner) -> None:
+    """Each new_buffer_i must carry exactly buffer_i's quantization, else feeding it back would drift."""
+    frame = runner.inputs["frame"]["quantization"]
+    if frame != (1.0, 0):
+        raise ConversionError(f"the uint8 frame input should take raw pixels (scale 1, zero point 0), has {frame}")
+    for i in range(runner.num_buffers):
+        given, taken = runner.outputs[f"new_buffer_{i}"]["quantization"], runner.inputs[f"buffer_{i}"]["quantization"]
+        if given != taken:
+            raise ConversionError(f"new_buffer_{i} is quantized as {given} but buffer_{i} as {taken}: feeding it back would drift")
+
+
+# --- the pipeline --------------------------------------------------------------------------------
+
+
+def convert_streaming(
+    model: MobileNetV2TSM,
+    output_dir: str | Path,
+    calibration_clips: Iterable[np.ndarray],
+    held_out: tuple[np.ndarray, np.ndarray | None] | None = None,
+) -> dict:
+    """Converts a causal-shift `model` into streaming TFLite models in `output_dir`; returns the figures
+    added to its model card (under "streaming").
+
+    calibration_clips: (T, S, S, 3) uint8 clips, preprocessed as at inference; played as streams.
+    held_out: (clips (M, T, S, S, 3) uint8, labels (M,) or None) to check parity on; the calibration
+    clips when not given.
+    """
+    started = time.perf_counter()
+    output_dir = Path(output_dir)
+    model = model.eval()
+    size = model.image_size
+    if size is None:
+        raise ValueError("the model does not know its input size (model.image_size); load it with load_model")
+    streaming = StreamingTSM(model)  # refuses a model without the causal shift
+    calibration = np.stack(list(calibration_clips))
+    if calibration.shape[2:] != (size, size, 3) or calibration.dtype != np.uint8:
+        raise ValueError(f"calibration clips must be uint8 (T, {size}, {size}, 3); got {calibration.dtype} {calibration.shape[1:]}")
+    clips, labels = held_out if held_out is not None else (calibration, None)
+    random_clips = random_pixel_clips(8, model.num_segments, size)
+    reference = TorchRunner(model)
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".converting-streaming-", dir=output_dir) as scratch:
+        staging = Path(scratch)
+        rows: list[RouteParity] = []
+
+        def stage(route: str, runner: StreamRunner) -> None:
+            new = check_routes({route: runner}, reference, clips, labels, random_clips)
+            rows.extend(new)
+            if any(row.verdict == "FAIL" for row in new):
+                raise ConversionError(f"{route} does not match the PyTorch clip model:\n{table(new)}")
+
+        stage("stream-torch", TorchStreamRunner(streaming, size))
+        onnx_path, saved_model = staging / "model_streaming.onnx", staging / "saved_model_streaming"
+        export_streaming_onnx(streaming, onnx_path, size)
+        onnx_runner = OnnxStreamRunner(onnx_path)
+        stage("stream-onnx", onnx_runner)
+        onnx_to_saved_model(onnx_path, saved_model, calibration.reshape(-1, size, size, 3))
+        layouts = buffer_layouts(saved_model, onnx_runner)
+        stage("stream-tf", SavedModelStreamRunner(saved_model, layouts))
+
+        steps = calibration_inputs(TorchStreamRunner(streaming, size), calibration_streams(calibration))
+        (staging / STREAMING_FILES["stream-f32"]).write_bytes(to_float32_streaming_tflite(saved_model, layouts))
+        (staging / STREAMING_FILES["stream-u8"]).write_bytes(to_uint8_streaming_tflite(saved_model, layouts, steps))
+        inspections = {route: inspect_tflite(staging / name) for route, name in STREAMING_FILES.items()}
+        for route, inspection in inspections.items():
+            if not inspection.ok:
+                raise ConversionError(f"{route} is not deployable on a stock LiteRT:\n{inspection.report()}")
+        check_buffer_quantization(StreamingTFLiteRunner(staging / STREAMING_FILES["stream-u8"]))
+        for route, name in STREAMING_FILES.items():
+            stage(route, StreamingTFLiteRunner(staging / name))
+
+        figures = {
+            "files": dict(STREAMING_FILES),
+            "num_segments": model.num_segments,  # T: a decision is the mean of T frame logits
+            "inputs": input_names(streaming.num_buffers),
+            "outputs": output_names(streaming.num_buffers),
+            "feedback": {f"new_buffer_{i}": f"buffer_{i}" for i in range(streaming.num_buffers)},
+            "size_bytes": {route: (staging / name).stat().st_size for route, name in STREAMING_FILES.items()},
+            "tflite_ops": {route: dict(inspection.ops.most_common()) for route, inspection in inspections.items()},
+            "parity": [row.as_dict() for row in rows],
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        write_labels(model.labels, staging / "labels.txt")
+        for name in [*STREAMING_FILES.values(), "labels.txt"]:
+            (staging / name).replace(output_dir / name)
+    _update_card(output_dir, model, figures)
+    print(table(rows))
+    return figures
+
+
+def _update_card(output_dir: Path, model: MobileNetV2TSM, figures: dict) -> None:
+    path = output_dir / "model_card.json"
+    card = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"model": "MobileNetV2-TSM", "labels": model.labels}
+    card["streaming"] = figures
+    path.write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")

@@ -1,0 +1,104 @@
+"""The parity contract (../shared/docs/parity.md): every route computes what the PyTorch model computes.
+
+`pytest -m parity` runs this file alone; `make test` runs it too, on small models. Bounds come from
+conversion.parity, their one definition.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from conversion import parity
+from conversion.clips import held_out_clips, read_card
+from conversion.runtimes import KerasRunner, TorchRunner, load_runner
+from conversion.to_tflite import convert
+from tests.conftest import smooth_clips, with_real_batchnorm_statistics
+from tf_reference import from_torch_model
+from torch_tsm.model import build_model, load_model
+
+pytestmark = pytest.mark.parity
+
+
+def edge_clips(num_segments: int, size: int) -> np.ndarray:
+    # -> (3, T, S, S, 3): all black, all saturated, and black frames alternating with saturated ones
+    black = np.zeros((num_segments, size, size, 3), np.uint8)
+    white = np.full_like(black, 255)
+    flicker = np.where((np.arange(num_segments) % 2 == 0)[:, None, None, None], black, white)
+    return np.stack([black, white, flicker])
+
+
+@pytest.fixture(scope="module")
+def trained_routes(converted, trained_run):
+    model = load_model(trained_run / "best.ckpt")
+    runners = {route: load_runner(converted / name) for route, name in parity.ROUTE_FILES.items()}
+    runners["keras"] = KerasRunner(from_torch_model(model, image_size=model.image_size))
+    return model, runners
+
+
+def test_every_route_on_held_out_clips_and_random_pixels(trained_routes, trained_run):
+    model, runners = trained_routes
+    clips, labels = held_out_clips(read_card(trained_run), parity.UINT8_MIN_CLIPS)
+    assert len(clips) >= parity.UINT8_MIN_CLIPS
+    reference = TorchRunner(model)
+    assert (reference(clips).argmax(1) == labels).mean() > 0.9  # trained: parity means something
+    rows = parity.check_routes(runners, reference, clips, labels, parity.random_pixel_clips(8, 8, 64))
+    verdicts = {(row.route, row.inputs): row.verdict for row in rows}
+    assert set(runners) == {"onnx", "savedmodel", "tflite-f32", "tflite-u8", "keras", "keras-tflite-f32", "keras-tflite-u8"}
+    assert all(v == "pass" for (route, _), v in verdicts.items() if not route.endswith("u8")), parity.table(rows)
+    assert verdicts[("tflite-u8", "held-out clips")] == "pass", parity.table(rows)
+    assert verdicts[("keras-tflite-u8", "held-out clips")] == "pass", parity.table(rows)
+
+
+def test_black_and_saturated_frames(trained_routes):
+    model, runners = trained_routes
+    clips = edge_clips(8, 64)
+    reference = TorchRunner(model)(clips)
+    for route, runner in runners.items():
+        row = parity.measure(route, "edge clips", reference, runner(clips), None, quantized=route.endswith("u8"))
+        if not row.quantized:
+            assert row.verdict == "pass", parity.table([row])
+
+
+def test_batch_of_one_equals_batch_of_several(trained_routes, trained_run):
+    model, _ = trained_routes
+    clips, _ = held_out_clips(read_card(trained_run), 6)
+    runner = TorchRunner(model)
+    together = runner(clips)
+    alone = np.concatenate([runner(clips[i : i + 1]) for i in range(len(clips))])
+    assert np.abs(together - alone).max() / max(1.0, np.abs(together).max()) <= parity.FLOAT_MAX_ABS_NORMALIZED
+
+
+def test_clips_of_another_shape_are_a_clear_error(trained_routes):
+    _, runners = trained_routes
+    for route, runner in runners.items():
+        with pytest.raises(ValueError, match=r"takes clips of \(T, H, W, 3\) = \(8, 64, 64, 3\)"):
+            runner(np.zeros((1, 8, 64, 48, 3), np.uint8))  # non-square
+        with pytest.raises(ValueError, match="takes clips"):
+            runner(np.zeros((1, 4, 64, 64, 3), np.uint8))  # other frame count
+
+
+def sensitive_model(shift: str, num_segments: int) -> torch.nn.Module:
+    """A small random model whose logits depend strongly on its input and on the shift: real
+    BatchNorm statistics, and a classifier scaled so that logits are of order 1-10."""
+    torch.manual_seed(0)
+    model = with_real_batchnorm_statistics(build_model(5, num_segments, width_mult=0.35, shift=shift))
+    with torch.no_grad():
+        model.classifier[1].weight.mul_(200)
+    model.image_size, model.labels = 32, list("abcde")
+    return model
+
+
+# The trained model is causal; the other modes and another frame count on sensitive random models.
+@pytest.mark.parametrize("shift, num_segments", [("bidirectional", 8), ("none", 8), ("bidirectional", 4)])
+def test_float_routes_for_every_shift_mode_and_frame_count(shift, num_segments, tmp_path):
+    model = sensitive_model(shift, num_segments)
+    clips = smooth_clips(24, num_segments, 32, seed=7).permute(0, 1, 3, 4, 2).round().clamp(0, 255).to(torch.uint8).numpy()
+    logits = TorchRunner(model)(clips)
+    assert np.abs(logits).max() > 1 and logits.argmax(1).tolist().count(logits.argmax(1)[0]) < len(clips)  # not degenerate
+    figures = convert(model, tmp_path, clips[:16], held_out=(clips, None))
+    rows = {(row["route"], row["inputs"]): row for row in figures["parity"]}
+    for (route, inputs), row in rows.items():
+        if not route.endswith("u8"):
+            assert row["verdict"] == "pass", (route, inputs, row)
+    keras_logits = KerasRunner(from_torch_model(model, image_size=32))(clips)
+    assert parity.measure("keras", "smooth clips", logits, keras_logits, None, False).verdict == "pass"

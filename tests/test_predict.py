@@ -1,0 +1,122 @@
+"""python -m torch_tsm.predict on a generated video of known signs, with every kind of model file."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from torch_tsm.predict import main
+from torch_tsm.synthetic import render_video
+
+SIGNS = ["move_right", "circle"]  # a direction sign (needs the shift) then a static one
+CLIPS_PER_SIGN = 3
+FPS = 10
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    """A 64 px video: three clips of each sign in turn, as the synthetic data renders them."""
+    path = tmp_path_factory.mktemp("video") / "signs.mp4"
+    rng = np.random.default_rng(1)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (64, 64))
+    for sign in SIGNS:
+        for _ in range(CLIPS_PER_SIGN):
+            for frame in render_video(rng, sign, 64):
+                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def signs_in_order(events: list[dict]) -> list[str]:
+    # A sign recognized twice in a row (the same clip class repeated) counts once.
+    labels = [event["label"] for event in events]
+    return [label for i, label in enumerate(labels) if i == 0 or labels[i - 1] != label]
+
+
+def predict_json(capsys, *argv: str) -> dict:
+    main([*argv, "--json"])
+    return json.loads(capsys.readouterr().out)
+
+
+def test_clip_mode_with_the_checkpoint(video, trained_run, capsys):
+    result = predict_json(capsys, str(video), "--model", str(trained_run / "best.ckpt"), "--mode", "clip")
+    assert signs_in_order(result["events"]) == SIGNS
+    assert result["mode"] == "clip" and result["frames"] > 100 and result["fps"] > 0
+    first, last = result["events"][0], result["events"][-1]
+    midpoint = result["frames"] / 2 / FPS  # the second sign starts halfway, give or take a clip length
+    assert first["end_s"] < midpoint + 2 and last["start_s"] > midpoint - 2
+    assert all(0.5 <= event["confidence"] <= 1 for event in result["events"])
+
+
+def test_stream_mode_with_the_causal_checkpoint(video, trained_run, capsys):
+    result = predict_json(capsys, str(video), "--model", str(trained_run / "best.ckpt"), "--mode", "stream")
+    assert result["mode"] == "stream"
+    assert signs_in_order(result["events"]) == SIGNS
+
+
+def test_streaming_tflite_model_with_an_annotated_video(video, streaming_converted, tmp_path, capsys):
+    annotated = tmp_path / "annotated.mp4"
+    main([str(video), "--model", str(streaming_converted / "model_streaming_uint8.tflite"), "--output", str(annotated)])
+    printed = capsys.readouterr().out
+    assert "stream mode" in printed and "frames/s" in printed
+    assert printed.index("move_right") < printed.index("circle")
+    capture = cv2.VideoCapture(str(annotated))
+    frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    ok, frame = capture.read()
+    capture.release()
+    assert ok and frame.shape[:2] == (64, 64) and frames == int(printed.split(" frames in ")[0].split()[-1])
+
+
+def test_streaming_tflite_model_in_clip_mode(video, streaming_converted, capsys):
+    result = predict_json(capsys, str(video), "--model", str(streaming_converted / "model_streaming_float32.tflite"), "--mode", "clip")
+    assert signs_in_order(result["events"]) == SIGNS
+
+
+def bidirectional_checkpoint(model, path: Path) -> Path:
+    # The layout torch_tsm.train writes, for a small untrained model.
+    config = {"labels": [str(i) for i in range(5)], "num_segments": 4, "width_mult": 0.35, "shift": "bidirectional", "image_size": 32}
+    torch.save({"hyper_parameters": config, "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
+    return path
+
+
+def test_stream_mode_refuses_a_bidirectional_model(video, small_model, tmp_path):
+    checkpoint = bidirectional_checkpoint(small_model, tmp_path / "bidirectional.ckpt")
+    with pytest.raises(SystemExit, match="shift='causal'"):
+        main([str(video), "--model", str(checkpoint), "--mode", "stream"])
+
+
+def test_a_model_whose_input_does_not_fit(video, tmp_path):
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec((1, 32, 32, 3), tf.float32)])
+    def image_model(image):
+        return tf.reduce_mean(image, axis=(1, 2))
+
+    path = tmp_path / "image.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([image_model.get_concrete_function()], image_model).convert())
+    with pytest.raises(SystemExit, match=r"does not fit: expected a clip \(1, T, S, S, 3\)"):
+        main([str(video), "--model", str(path)])
+
+
+def test_a_video_too_short_for_the_clip_model(trained_run, tmp_path):
+    short = tmp_path / "short.mp4"
+    writer = cv2.VideoWriter(str(short), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (64, 64))
+    for frame in render_video(np.random.default_rng(0), "circle", 64)[:6]:
+        writer.write(frame)
+    writer.release()
+    with pytest.raises(SystemExit, match="only 3 frames at --frame-step 2, the model needs 8"):
+        main([str(short), "--model", str(trained_run / "best.ckpt"), "--mode", "clip"])
+
+
+def test_unreadable_video_and_missing_camera(trained_run, tmp_path):
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"not a video")
+    with pytest.raises(SystemExit, match="garbage.mp4: cannot be opened as a video"):
+        main([str(garbage), "--model", str(trained_run / "best.ckpt")])
+    with pytest.raises(SystemExit, match="video not found"):
+        main([str(tmp_path / "nowhere.mp4"), "--model", str(trained_run / "best.ckpt")])
+    with pytest.raises(SystemExit, match="camera 99 not found"):
+        main(["--camera", "99", "--model", str(trained_run / "best.ckpt")])

@@ -1,0 +1,178 @@
+"""The streaming (online TSM) model: PyTorch and TFLite, checked against the causal clip model."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conversion import parity
+from conversion.clips import held_out_clips, read_card
+from conversion.errors import ConversionError
+from conversion.inspect import inspect_tflite
+from conversion.runtimes import TorchRunner
+from conversion.streaming import STREAMING_FILES, StreamingTFLiteRunner, TorchStreamRunner, convert_streaming, is_streaming_tflite
+from torch_tsm.model import MobileNetV2TSM, build_model, load_model
+from torch_tsm.streaming import Stream, StreamingTSM
+from tests.conftest import smooth_clips, with_real_batchnorm_statistics
+
+LONG_STREAM_CLIPS = 40  # 40 clips x 8 frames: a 320-frame stream (PyTorch runs it as one clip too)
+
+
+@pytest.fixture(scope="module")
+def held_out(trained_run) -> tuple[np.ndarray, np.ndarray]:
+    return held_out_clips(read_card(trained_run), parity.UINT8_MIN_CLIPS)
+
+
+def long_clip_reference(model: MobileNetV2TSM, frames: np.ndarray) -> np.ndarray:
+    # (L, S, S, 3) uint8 -> (L, K): per-frame logits of the clip model run on the whole stream as ONE
+    # clip of L frames (the shift crosses every frame boundary), which is what streaming computes
+    long = copy.deepcopy(model)
+    for block in long.shifted_blocks():
+        block.num_segments = len(frames)
+    with torch.no_grad():
+        return long.forward_frames(torch.from_numpy(frames).permute(0, 3, 1, 2).float()).numpy()
+
+
+def normalized_max_abs(logits: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.abs(logits - reference).max() / max(1.0, np.abs(reference).max()))
+
+
+# --- PyTorch -------------------------------------------------------------------------------------
+
+
+def test_refuses_a_model_without_the_causal_shift(small_model):
+    with pytest.raises(ValueError, match="shift='causal'.*'bidirectional'"):
+        StreamingTSM(small_model)
+
+
+def test_buffers_hold_an_eighth_of_each_shifted_blocks_input():
+    model = build_model(num_classes=5, num_segments=4, width_mult=0.35, shift="causal")
+    buffers = StreamingTSM(model).zero_buffers(32)
+    assert len(buffers) == len(model.shifted_blocks()) == 10
+    widths = [block.conv[0][0].in_channels for block in model.shifted_blocks()]
+    assert [b.shape[1] for b in buffers] == [width // 8 for width in widths]
+    assert [b.shape[2] for b in buffers] == [8, 4, 4, 2, 2, 2, 2, 2, 1, 1]
+    assert all(not b.any() for b in buffers)
+
+
+def test_frames_one_at_a_time_equal_the_clip_model_on_random_weights():
+    torch.manual_seed(0)
+    model = with_real_batchnorm_statistics(build_model(num_classes=5, num_segments=4, width_mult=0.35, shift="causal"))
+    clip = smooth_clips(1, 4, 32, seed=7)  # (1, T, 3, S, S)
+    stream = Stream(StreamingTSM(model), 32)
+    frame_logits = torch.cat([stream(frame[None]) for frame in clip[0]])  # (T, K)
+    with torch.no_grad():
+        expected_frames, expected_clip = model.forward_frames(clip[0]), model(clip)
+    assert normalized_max_abs(frame_logits.numpy(), expected_frames.numpy()) <= parity.FLOAT_MAX_ABS_NORMALIZED
+    assert normalized_max_abs(frame_logits.mean(0, keepdim=True).numpy(), expected_clip.numpy()) <= parity.FLOAT_MAX_ABS_NORMALIZED
+    # Without the carried buffers the result differs a lot: the comparison above can see a wrong shift.
+    stream.reset()
+    forgetful = []
+    for frame in clip[0]:
+        forgetful.append(stream(frame[None]))
+        stream.reset()
+    assert (torch.cat(forgetful) - expected_frames).abs().max() > 100 * parity.FLOAT_MAX_ABS_NORMALIZED
+
+
+def test_trained_streaming_model_equals_the_clip_model(trained_run, held_out):
+    model = load_model(trained_run / "best.ckpt")
+    clips, labels = held_out[0][:50], held_out[1][:50]
+    row = parity.measure("stream-torch", "held-out clips", TorchRunner(model)(clips), TorchStreamRunner(StreamingTSM(model), model.image_size)(clips), labels, quantized=False)
+    assert row.accuracy >= 0.9, "the causal model should be trained for parity to mean something"
+    assert row.verdict == "pass", parity.table([row])
+
+
+def test_long_stream_equals_the_clip_model_on_the_whole_stream(trained_run, held_out):
+    # Hundreds of frames through the carried buffers: frame n still gets exactly the clip model's
+    # per-frame logits, with the whole stream as the clip, so nothing accumulates.
+    model = load_model(trained_run / "best.ckpt")
+    frames = held_out[0][:LONG_STREAM_CLIPS].reshape(-1, model.image_size, model.image_size, 3)
+    streamed = TorchStreamRunner(StreamingTSM(model), model.image_size).run_stream(frames)
+    reference = long_clip_reference(model, frames)
+    assert len(frames) >= 300
+    assert normalized_max_abs(streamed, reference) <= parity.FLOAT_MAX_ABS_NORMALIZED
+    assert normalized_max_abs(streamed[-50:], reference[-50:]) <= parity.FLOAT_MAX_ABS_NORMALIZED
+
+
+# --- TFLite --------------------------------------------------------------------------------------
+
+
+def test_writes_the_two_streaming_models_and_their_figures(streaming_converted):
+    assert sorted(p.name for p in streaming_converted.iterdir()) == sorted([*STREAMING_FILES.values(), "labels.txt", "model_card.json"])
+    figures = json.loads((streaming_converted / "model_card.json").read_text(encoding="utf-8"))["streaming"]
+    assert figures["feedback"] == {f"new_buffer_{i}": f"buffer_{i}" for i in range(10)}
+    assert all(row["verdict"] != "FAIL" for row in figures["parity"])
+    assert all(is_streaming_tflite(streaming_converted / name) for name in STREAMING_FILES.values())
+
+
+def test_streaming_tflite_models_are_builtin_and_static(streaming_converted):
+    for name in STREAMING_FILES.values():
+        inspection = inspect_tflite(streaming_converted / name)
+        assert inspection.ok, inspection.report()
+    uint8 = inspect_tflite(streaming_converted / STREAMING_FILES["stream-u8"])
+    assert uint8.ops["DEQUANTIZE"] == 0 and uint8.float_islands == 0
+    assert all(tensor.dtype == "uint8" for tensor in [*uint8.inputs, *uint8.outputs])
+
+
+def test_uint8_buffers_go_back_in_with_the_same_quantization(streaming_converted):
+    runner = StreamingTFLiteRunner(streaming_converted / STREAMING_FILES["stream-u8"])
+    assert runner.num_buffers == 10
+    assert runner.inputs["frame"]["quantization"] == (1.0, 0)  # raw pixels in, unchanged
+    assert list(runner.inputs["frame"]["shape"]) == [1, 64, 64, 3]
+    for i in range(runner.num_buffers):
+        assert runner.outputs[f"new_buffer_{i}"]["quantization"] == runner.inputs[f"buffer_{i}"]["quantization"]
+        assert list(runner.outputs[f"new_buffer_{i}"]["shape"]) == list(runner.inputs[f"buffer_{i}"]["shape"])
+
+
+def test_float_streaming_tflite_equals_the_clip_model(streaming_converted, trained_run, held_out):
+    model = load_model(trained_run / "best.ckpt")
+    clips, labels = held_out[0][:50], held_out[1][:50]
+    runner = StreamingTFLiteRunner(streaming_converted / STREAMING_FILES["stream-f32"])
+    rows = parity.check_routes({"stream-f32": runner}, TorchRunner(model), clips, labels, parity.random_pixel_clips(4, 8, 64))
+    assert all(row.verdict == "pass" for row in rows), parity.table(rows)
+
+
+def test_uint8_streaming_tflite_agrees_with_the_clip_model(streaming_converted, trained_run, held_out):
+    model = load_model(trained_run / "best.ckpt")
+    clips, labels = held_out
+    runner = StreamingTFLiteRunner(streaming_converted / STREAMING_FILES["stream-u8"])
+    row = parity.measure("stream-u8", "held-out clips", TorchRunner(model)(clips), runner(clips), labels, quantized=True)
+    assert row.clips >= parity.UINT8_MIN_CLIPS and row.verdict == "pass", parity.table([row])
+
+
+def test_uint8_long_stream_does_not_drift(streaming_converted, trained_run, held_out):
+    # All held-out clips played as one stream of 1600 frames, the uint8 buffers fed back all along:
+    # each clip's decision (the mean of its T frame logits, with the whole history before it) agrees
+    # with PyTorch streaming as a clip does, at the end of the stream as at its start.
+    model = load_model(trained_run / "best.ckpt")
+    clips, _ = held_out
+    frames = clips.reshape(-1, model.image_size, model.image_size, 3)
+    streamed = StreamingTFLiteRunner(streaming_converted / STREAMING_FILES["stream-u8"]).run_stream(frames)
+    reference = TorchStreamRunner(StreamingTSM(model), model.image_size).run_stream(frames)
+
+    def clip_decisions(logits: np.ndarray) -> np.ndarray:
+        # (M * T, K) -> (M,) arg-max of each clip's mean frame logits
+        return logits.reshape(len(clips), model.num_segments, -1).mean(1).argmax(1)
+
+    agree = clip_decisions(streamed) == clip_decisions(reference)
+    assert len(agree) >= parity.UINT8_MIN_CLIPS
+    assert agree.mean() >= parity.UINT8_TOP1_AGREE
+    assert agree[-len(agree) // 4 :].mean() >= parity.UINT8_TOP1_AGREE
+
+
+def test_failed_streaming_conversion_leaves_nothing(trained_run, held_out, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ConversionError("onnx2tf failed at ONNX node /Concat")
+
+    monkeypatch.setattr("conversion.streaming.onnx_to_saved_model", broken)
+    with pytest.raises(ConversionError, match="/Concat"):
+        convert_streaming(load_model(trained_run / "best.ckpt"), tmp_path / "out", held_out[0][:4])
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_conversion_refuses_a_bidirectional_model(small_model, tmp_path):
+    small_model.image_size = 32
+    with pytest.raises(ValueError, match="causal"):
+        convert_streaming(small_model, tmp_path, np.zeros((1, 4, 32, 32, 3), np.uint8))

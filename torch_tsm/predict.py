@@ -1,0 +1,376 @@
+"""python -m torch_tsm.predict VIDEO --model PATH: the signs recognized in a video or a live camera.
+
+    python -m torch_tsm.predict clip.mp4 --model models/run/best.ckpt
+    python -m torch_tsm.predict clip.mp4 --model models/run/model_streaming_uint8.tflite --output annotated.mp4
+    python -m torch_tsm.predict --camera 0 --model models/run/model_streaming_uint8.tflite
+
+Every decoded frame is preprocessed exactly as in training (letterbox to the model's size); every
+--frame-step-th frame goes to the model, as the Bukva demo keeps every 2nd frame of a camera.
+- --mode clip (any model file: checkpoint, ONNX, SavedModel, clip or streaming TFLite): the clip
+  model on the last T kept frames, every --stride kept frames: T backbone passes per prediction.
+- --mode stream (a streaming TFLite model, or a checkpoint trained with --shift causal): each kept
+  frame goes through the backbone once; the prediction is the mean of the last --smooth frame logits.
+A sign enters the timeline once it has been the top class for --stable kept frames in a row (with a
+probability of at least --threshold), and is not `no_event`. The frames per second of the whole
+loop (decode + preprocess + model) are printed at the end.
+"""
+
+import argparse
+import json
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from torch_tsm.frames import FrameTransform
+
+NO_EVENT = "no_event"
+
+
+class PredictError(Exception):
+    """Something the user can fix: the message says what."""
+
+
+# --- models --------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadedModel:
+    predictor: "ClipPredictor | StreamPredictor"
+    labels: list[str]
+    image_size: int
+    mode: str
+
+
+class ClipPredictor:
+    """The clip model on a sliding window of the last T kept frames, every `stride` frames."""
+
+    def __init__(self, runner, num_segments: int, stride: int) -> None:
+        self.runner = runner  # clips (N, T, S, S, 3) uint8 -> (N, K)
+        self.window: deque[np.ndarray] = deque(maxlen=num_segments)
+        self.stride = stride
+        self.since_last = 0
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray | None:
+        # (S, S, 3) uint8 -> (K,) logits of the window ending here, or None between predictions
+        self.window.append(frame)
+        self.since_last += 1
+        if len(self.window) < self.window.maxlen or self.since_last < self.stride:
+            return None
+        self.since_last = 0
+        return self.runner(np.stack(self.window)[None])[0]
+
+
+class StreamPredictor:
+    """A streaming model, one frame at a time; the prediction is the mean of the last `smooth` frame logits."""
+
+    def __init__(self, runner, smooth: int) -> None:
+        self.runner = runner  # a conversion.streaming.StreamRunner
+        self.buffers = runner.zero_buffers()
+        self.recent: deque[np.ndarray] = deque(maxlen=smooth)
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        # (S, S, 3) uint8 -> (K,) smoothed logits
+        logits, self.buffers = self.runner.step(frame, self.buffers)
+        self.recent.append(logits)
+        return np.mean(self.recent, axis=0)
+
+
+def load(path: Path, mode: str | None, stride: int, smooth: int) -> LoadedModel:
+    """The predictor for any model file; `mode` None: stream for a streaming TFLite model, else clip."""
+    from conversion.runtimes import TorchRunner, load_runner
+    from conversion.streaming import StreamingTFLiteRunner, TorchStreamRunner, is_streaming_tflite
+    from torch_tsm.model import load_model
+    from torch_tsm.streaming import StreamingTSM
+
+    if not path.exists():
+        raise PredictError(f"model not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix in (".ckpt", ".pt", ".pth"):
+        try:
+            model = load_model(path)
+        except ValueError as error:
+            raise PredictError(str(error)) from error
+        mode = mode or "clip"
+        if mode == "stream":
+            try:
+                runner = TorchStreamRunner(StreamingTSM(model), model.image_size)
+            except ValueError as error:
+                raise PredictError(f"{path}: {error}") from error
+            return LoadedModel(StreamPredictor(runner, smooth or model.num_segments), model.labels, model.image_size, mode)
+        return LoadedModel(ClipPredictor(TorchRunner(model), model.num_segments, stride), model.labels, model.image_size, mode)
+    if suffix == ".tflite" and is_streaming_tflite(path):
+        runner = StreamingTFLiteRunner(path)
+        mode = mode or "stream"
+        labels = _labels_beside(path, runner.labels_count)
+        # A streaming model runs clips too: T frames from zero buffers give the clip model's logits.
+        num_segments = _card_segments(path)
+        predictor = StreamPredictor(runner, smooth or num_segments) if mode == "stream" else ClipPredictor(runner, num_segments, stride)
+        return LoadedModel(predictor, labels, runner.image_size, mode)
+    if mode == "stream":
+        raise PredictError(f"{path} is a clip model; --mode stream needs a streaming model (model_streaming_*.tflite, or a checkpoint trained with --shift causal)")
+    _check_clip_input(path)
+    runner = load_runner(path)
+    labels = _labels_beside(path, None)
+    return LoadedModel(ClipPredictor(runner, runner.num_segments, stride), labels, runner.image_size, "clip")
+
+
+def _check_clip_input(path: Path) -> None:
+    """A clip TFLite model must take (1, T, S, S, 3); anything else would be fed wrong pixels."""
+    if path.suffix.lower() != ".tflite":
+        return
+    from conversion.inspect import inspect_tflite
+
+    inputs = inspect_tflite(path).inputs
+    shape = inputs[0].shape if len(inputs) == 1 else None
+    if shape is None or len(shape) != 5 or shape[0] != 1 or shape[2] != shape[3] or shape[4] != 3:
+        found = ", ".join(f"{t.name} {list(t.shape)}" for t in inputs)
+        raise PredictError(f"{path}: its input ({found}) does not fit: expected a clip (1, T, S, S, 3) or a streaming model (frame + buffers)")
+
+
+def _labels_beside(path: Path, count: int | None) -> list[str]:
+    from torch_tsm.labels import read_labels
+
+    labels_file = path.parent / "labels.txt"
+    if labels_file.is_file():
+        return read_labels(labels_file)
+    return [str(i) for i in range(count or 0)]
+
+
+def _card_segments(path: Path) -> int:
+    """T of a streaming model (its clip length in training), from the model card beside it."""
+    card_path = path.parent / "model_card.json"
+    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    segments = card.get("streaming", {}).get("num_segments") or card.get("config", {}).get("num_segments")
+    if segments is None:
+        raise PredictError(f"{card_path} with the model's frame count (num_segments) not found beside {path}")
+    return int(segments)
+
+
+# --- frames --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Source:
+    capture: cv2.VideoCapture
+    fps: float  # 0 for a camera: its frames are timed by the clock
+    name: str
+
+
+def open_source(video: Path | None, camera: int | None) -> Source:
+    if camera is not None:
+        capture = cv2.VideoCapture(camera)
+        if not capture.isOpened():
+            raise PredictError(f"camera {camera} not found or cannot be opened")
+        return Source(capture, 0.0, f"camera {camera}")
+    if not video.is_file():
+        raise PredictError(f"video not found: {video}")
+    capture = cv2.VideoCapture(str(video))
+    if not capture.isOpened():
+        raise PredictError(f"{video}: cannot be opened as a video")
+    return Source(capture, capture.get(cv2.CAP_PROP_FPS) or 30.0, str(video))
+
+
+def read_frames(source: Source, max_frames: int | None) -> Iterator[tuple[float, np.ndarray]]:
+    # -> (time in seconds, (h, w, 3) BGR frame) until the source ends
+    started = time.perf_counter()
+    index = 0
+    while max_frames is None or index < max_frames:
+        ok, frame = source.capture.read()
+        if not ok:
+            break
+        yield (index / source.fps if source.fps else time.perf_counter() - started), frame
+        index += 1
+
+
+# --- decisions -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Event:
+    label: str
+    start_s: float
+    end_s: float
+    confidence: float  # the highest probability while it lasted
+
+
+class Timeline:
+    """Turns predictions into events: a sign enters once it has been on top for `stable` predictions,
+    and lasts while it stays there."""
+
+    def __init__(self, labels: list[str], stable: int, threshold: float) -> None:
+        self.labels = labels
+        self.stable = stable
+        self.threshold = threshold
+        self.events: list[Event] = []
+        self.open: Event | None = None
+        self.candidate, self.run, self.run_start = -1, 0, 0.0
+
+    def update(self, time_s: float, logits: np.ndarray) -> Event | None:
+        """Takes (K,) logits; returns the event that this prediction starts, if any."""
+        if len(logits) != len(self.labels):
+            raise PredictError(f"the model gives {len(logits)} classes but there are {len(self.labels)} labels (labels.txt beside the model)")
+        probabilities = softmax(logits)
+        top = int(probabilities.argmax())
+        confident = probabilities[top] >= self.threshold
+        self.run = self.run + 1 if top == self.candidate and confident else int(confident)
+        if self.run <= 1:
+            self.run_start = time_s  # an event starts where its run of predictions started
+        self.candidate = top
+        label = self.labels[top]
+        if self.open is not None and self.open.label == label and confident:
+            self.open.end_s, self.open.confidence = time_s, max(self.open.confidence, float(probabilities[top]))
+            return None
+        self.open = None
+        if self.run >= self.stable and label != NO_EVENT:
+            self.open = Event(label, self.run_start, time_s, float(probabilities[top]))
+            self.events.append(self.open)
+            return self.open
+        return None
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    # (K,) -> (K,)
+    exp = np.exp(logits - logits.max())
+    return exp / exp.sum()
+
+
+# --- drawing -------------------------------------------------------------------------------------
+
+
+def annotate(frame: np.ndarray, label: str, confidence: float) -> np.ndarray:
+    """The label and a confidence bar on a BGR frame (OpenCV's fonts are ASCII only: other labels as '?')."""
+    h, w = frame.shape[:2]
+    bar = int(w * confidence)
+    cv2.rectangle(frame, (0, h - max(6, h // 20)), (bar, h), (0, 200, 0), -1)
+    scale = max(0.35, w / 640)
+    text = f"{label.encode('ascii', 'replace').decode()} {confidence:.2f}"
+    cv2.putText(frame, text, (4, int(20 * scale) + 2), cv2.FONT_HERSHEY_SIMPLEX, scale * 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+    return frame
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    source: str
+    model: str
+    mode: str
+    events: list[Event]
+    frames: int
+    seconds: float
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "fps": round(self.fps, 1)}
+
+
+def run(args: argparse.Namespace) -> Result:
+    loaded = load(args.model, args.mode, args.stride, args.smooth)
+    source = open_source(args.video, args.camera)
+    transform = FrameTransform(loaded.image_size, args.resize)
+    rng = np.random.default_rng(0)  # unused by the evaluation transform; its signature asks for one
+    # --stable counts kept frames; clip mode predicts every --stride of them.
+    predictions_per_frame = 1 if loaded.mode == "stream" else 1 / args.stride
+    timeline = Timeline(loaded.labels, max(1, round(args.stable * predictions_per_frame)), args.threshold)
+    writer = None
+    shown = ("", 0.0)
+    frames = kept = 0
+    started = time.perf_counter()
+    try:
+        for time_s, bgr in read_frames(source, args.max_frames):
+            if frames % args.frame_step == 0:
+                square = transform([cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)], rng)[0]  # (S, S, 3) uint8 RGB
+                logits = loaded.predictor(square)
+                kept += 1
+                if logits is not None:
+                    started_event = timeline.update(time_s, logits)
+                    probabilities = softmax(logits)
+                    shown = (loaded.labels[int(probabilities.argmax())], float(probabilities.max()))
+                    if started_event and args.camera is not None and not args.json:
+                        print(f"{_clock(time_s)}  {started_event.label}  {started_event.confidence:.2f}", flush=True)
+            if args.output:
+                writer = writer or _writer(args.output, source, bgr)
+                writer.write(annotate(bgr, *shown))
+            frames += 1
+    except KeyboardInterrupt:
+        pass  # a camera runs until interrupted
+    finally:
+        source.capture.release()
+        if writer is not None:
+            writer.release()
+    if frames == 0:
+        raise PredictError(f"{source.name}: holds no decodable frame")
+    if loaded.mode == "clip" and kept < loaded.predictor.window.maxlen:
+        raise PredictError(
+            f"{source.name}: only {kept} frames at --frame-step {args.frame_step}, the model needs {loaded.predictor.window.maxlen} per clip; "
+            "lower --frame-step or use --mode stream"
+        )
+    return Result(source.name, str(args.model), loaded.mode, timeline.events, frames, time.perf_counter() - started)
+
+
+def _writer(path: Path, source: Source, frame: np.ndarray) -> cv2.VideoWriter:
+    h, w = frame.shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), source.fps or 30.0, (w, h))
+    if not writer.isOpened():
+        raise PredictError(f"cannot write {path}")
+    return writer
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds // 60):02d}:{seconds % 60:05.2f}"
+
+
+def print_result(result: Result) -> None:
+    print(f"{result.source}: {len(result.events)} sign(s), {result.mode} mode")
+    for event in result.events:
+        print(f"  {_clock(event.start_s)} - {_clock(event.end_s)}  {event.label}  {event.confidence:.2f}")
+    print(f"{result.frames} frames in {result.seconds:.2f} s: {result.fps:.1f} frames/s (decode + preprocess + model)")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m torch_tsm.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("video", type=Path, nargs="?", help="a video file (or use --camera)")
+    parser.add_argument("--camera", type=int, help="run live on camera N instead of a video")
+    parser.add_argument("--model", type=Path, required=True, help="checkpoint, .onnx, SavedModel folder, clip or streaming .tflite")
+    parser.add_argument("--mode", choices=("clip", "stream"), help="default: stream for a streaming .tflite, clip otherwise")
+    parser.add_argument("--frame-step", type=int, default=2, help="feed every N-th decoded frame to the model")
+    parser.add_argument("--stride", type=int, default=2, help="clip mode: a prediction every N kept frames")
+    parser.add_argument("--smooth", type=int, default=0, help="stream mode: mean over the last N frame logits (default: T)")
+    parser.add_argument("--stable", type=int, default=8, help="kept frames a sign must stay on top before it enters the timeline")
+    parser.add_argument("--threshold", type=float, default=0.5, help="minimum probability of a sign")
+    parser.add_argument("--resize", choices=("letterbox", "crop"), default="letterbox", help="as in training")
+    parser.add_argument("--output", type=Path, help="write the video annotated with label and confidence (.mp4)")
+    parser.add_argument("--max-frames", type=int, help="stop after N decoded frames")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args(argv)
+    if (args.video is None) == (args.camera is None):
+        parser.error("give either VIDEO or --camera N")
+    if min(args.frame_step, args.stride, args.stable) < 1:
+        parser.error("--frame-step, --stride and --stable must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> Result:
+    args = parse_args(argv)
+    try:
+        result = run(args)
+    except PredictError as error:
+        raise SystemExit(f"error: {error}") from error
+    if args.json:
+        print(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        print_result(result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

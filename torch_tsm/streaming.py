@@ -1,0 +1,92 @@
+"""Online TSM: a model trained with the causal shift, run one frame at a time.
+
+With `shift="causal"`, each shifted block replaces the first C//8 channels of its input with those of
+the previous frame (zeros at the first frame). A live stream has no clip, so each shifted block keeps
+a buffer holding those channels of the previous frame's input and uses it for the current frame:
+
+    frame t (1, 3, H, W), buffers of frame t-1  ->  logits of frame t (1, K), buffers of frame t
+
+Every frame goes through the backbone exactly once. Started from zero buffers, the per-frame logits of
+T frames are exactly the clip model's per-frame logits, so their mean is the clip model's output; on a
+longer stream they are the per-frame logits of the clip model run on the whole stream as one clip.
+
+The streaming model reuses the trained model's modules (same weights, no copy of the architecture).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from torch_tsm.model import MobileNetV2TSM, ShiftedInvertedResidual
+
+FOLD_DIV = 8  # the fold of temporal_shift: the first C // 8 channels are carried over
+
+
+class StreamingTSM(nn.Module):
+    """`forward(frame, *buffers) -> (logits, *new_buffers)`; one buffer per shifted block, in order."""
+
+    def __init__(self, model: MobileNetV2TSM) -> None:
+        super().__init__()
+        if model.shift != "causal":
+            raise ValueError(
+                f"a streaming model needs a model trained with shift='causal' (this one has {model.shift!r}): "
+                "a bidirectional shift looks at the next frame, which a live stream does not have yet"
+            )
+        self.model = model.eval()
+        self.num_buffers = len(model.shifted_blocks())
+
+    def forward(self, frame: Tensor, *buffers: Tensor) -> tuple[Tensor, ...]:
+        # (1, 3, H, W) pixels 0..255, num_buffers x (1, C_i // 8, H_i, W_i) -> (1, K), num_buffers x (1, C_i // 8, H_i, W_i)
+        if len(buffers) != self.num_buffers:
+            raise ValueError(f"the streaming model takes {self.num_buffers} buffers, got {len(buffers)}")
+        x = (frame - self.model.mean) / self.model.std
+        new_buffers = []
+        for module in self.model.features:
+            if isinstance(module, ShiftedInvertedResidual):
+                x, carried = _shifted_block_step(module, x, buffers[len(new_buffers)])
+                new_buffers.append(carried)
+            else:
+                x = module(x)
+        # The model's head, as in MobileNetV2TSM.forward_frames.
+        pooled = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return (self.model.classifier(pooled), *new_buffers)
+
+    @torch.no_grad()
+    def zero_buffers(self, image_size: int) -> list[Tensor]:
+        # -> num_buffers x (1, C_i // 8, H_i, W_i) zeros: the state at the start of a stream
+        x = torch.zeros(1, 3, image_size, image_size)
+        shapes = []
+        for module in self.model.features:
+            if isinstance(module, ShiftedInvertedResidual):
+                shapes.append((1, x.shape[1] // FOLD_DIV, *x.shape[2:]))
+                x = x + module.conv(x)  # shapes only: the shift does not change them
+            else:
+                x = module(x)
+        return [torch.zeros(shape) for shape in shapes]
+
+
+def _shifted_block_step(block: ShiftedInvertedResidual, x: Tensor, buffer: Tensor) -> tuple[Tensor, Tensor]:
+    # (1, C, H, W), (1, C // 8, H, W) -> block output (1, C, H, W), new buffer (1, C // 8, H, W)
+    # A channel split and a channel concatenation only, like temporal_shift: what onnx2tf lays out reliably.
+    fold = x.shape[1] // FOLD_DIV
+    current, rest = x.split([fold, x.shape[1] - fold], dim=1)
+    shifted = torch.cat([buffer, rest], dim=1)
+    return x + block.conv(shifted), current
+
+
+class Stream:
+    """Keeps the buffers between calls: `stream(frame)` gives that frame's logits."""
+
+    def __init__(self, model: StreamingTSM, image_size: int) -> None:
+        self.model = model
+        self.image_size = image_size
+        self.reset()
+
+    def reset(self) -> None:
+        self.buffers = self.model.zero_buffers(self.image_size)
+
+    @torch.no_grad()
+    def __call__(self, frame: Tensor) -> Tensor:
+        # (1, 3, H, W) pixels 0..255 -> (1, K) logits of this frame
+        logits, *self.buffers = self.model(frame, *self.buffers)
+        return logits

@@ -1,5 +1,6 @@
 """What every benchmark shares: the settings of a run, alternating timing, result rows, the machine."""
 
+import argparse
 import os
 import platform
 import statistics
@@ -112,3 +113,13 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def run_alone(prog: str, description: str, measure: Callable[["Settings"], Report], argv: list[str] | None) -> Report:
+    """The command line of one benchmark module run on its own: `python -m bench.NAME [--quick]`."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="64 px, width 0.5, fewer runs: a smoke test")
+    report = measure(settings(parser.parse_args(argv).quick))
+    print(markdown_table(["#", "measure", "figure", "target", "verdict"], [[r.number, r.measure, r.figure, r.target, r.verdict] for r in report.rows]))
+    print("\n\n".join(report.details))
+    return report

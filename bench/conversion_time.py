@@ -7,11 +7,10 @@ time is the one measured when bench/.work/ was built (its conversion is the cach
     python -m bench.conversion_time [--quick]
 """
 
-import argparse
 import tempfile
 from pathlib import Path
 
-from bench.common import Report, Row, Settings, markdown_table, settings
+from bench.common import Report, Row, Settings, run_alone
 from bench.models import ModelSpec, benchmark_models, convert_checkpoint, write_checkpoint
 from torch_tsm.synthetic import SYNTHETIC_LABELS
 
@@ -38,11 +37,7 @@ def measure(settings: Settings) -> Report:
 
 
 def main(argv: list[str] | None = None) -> Report:
-    parser = argparse.ArgumentParser(prog="python -m bench.conversion_time", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer calibration and held-out clips: a smoke test")
-    report = measure(settings(parser.parse_args(argv).quick))
-    print(markdown_table(["#", "measure", "figure", "target", "verdict"], [[r.number, r.measure, r.figure, r.target, r.verdict] for r in report.rows]))
-    return report
+    return run_alone("python -m bench.conversion_time", __doc__, measure, argv)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ same thread count; each figure is the median of the timed runs, and the rows are
     python -m bench.latency [--quick]
 """
 
-import argparse
 import statistics
 from collections import Counter
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from bench.common import Report, Settings, alternate_times, markdown_table, ratio_row, settings
+from bench.common import Report, Settings, alternate_times, markdown_table, ratio_row, run_alone
 from bench.models import benchmark_models, spec, synthetic_data
 from conversion.clips import load_clips
 from conversion.inspect import inspect_tflite
@@ -117,12 +116,7 @@ def why_slower(shift_ops: Counter, partitions: dict[str, int]) -> str:
 
 
 def main(argv: list[str] | None = None) -> Report:
-    parser = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="64 px, width 0.5, fewer runs: a smoke test")
-    report = measure(settings(parser.parse_args(argv).quick))
-    print(markdown_table(["#", "measure", "figure", "target", "verdict"], [[r.number, r.measure, r.figure, r.target, r.verdict] for r in report.rows]))
-    print("\n\n".join(report.details))
-    return report
+    return run_alone("python -m bench.latency", __doc__, measure, argv)
 
 
 if __name__ == "__main__":

@@ -3,14 +3,13 @@
     python -m bench.model_files [--quick]
 """
 
-import argparse
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from bench.common import Report, Row, Settings, markdown_table, settings
+from bench.common import Report, Row, Settings, markdown_table, run_alone
 from bench.models import benchmark_models
 from conversion.inspect import inspect_tflite
 
@@ -61,12 +60,7 @@ def op_table(original: Counter, ours: Counter) -> str:
 
 
 def main(argv: list[str] | None = None) -> Report:
-    parser = argparse.ArgumentParser(prog="python -m bench.model_files", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="64 px, width 0.5: a smoke test")
-    report = measure(settings(parser.parse_args(argv).quick))
-    print(markdown_table(["#", "measure", "figure"], [[r.number, r.measure, r.figure] for r in report.rows]))
-    print("\n\n".join(report.details))
-    return report
+    return run_alone("python -m bench.model_files", __doc__, measure, argv)
 
 
 if __name__ == "__main__":

@@ -7,13 +7,12 @@ TSM step spends its extra time.
     python -m bench.training [--quick]
 """
 
-import argparse
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from bench.common import Report, Row, Settings, alternate_medians, markdown_table, settings
+from bench.common import Report, Row, Settings, alternate_medians, run_alone
 from torch_tsm.model import build_model
 
 TARGET = 0.90
@@ -71,12 +70,7 @@ def profile_growth(tsm_step: Callable[[], None], tsn_step: Callable[[], None], t
 
 
 def main(argv: list[str] | None = None) -> Report:
-    parser = argparse.ArgumentParser(prog="python -m bench.training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="64 px, width 0.5: a smoke test")
-    report = measure(settings(parser.parse_args(argv).quick))
-    print(markdown_table(["#", "measure", "figure", "target", "verdict"], [[r.number, r.measure, r.figure, r.target, r.verdict] for r in report.rows]))
-    print("\n\n".join(report.details))
-    return report
+    return run_alone("python -m bench.training", __doc__, measure, argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,88 @@
+"""Row 11: the streaming model's cost per frame, against a plain MobileNetV2 on one frame (its limit: the
+shift buffers should cost next to nothing) and against the Bukva demo's way, the 8-frame clip model
+re-run on a sliding window for every prediction.
+
+All three uint8 models run in turns in this one process, on frames of the same real clip, including
+the work a live loop does per call (feeding inputs and reading outputs, the buffers carried over).
+
+    python -m bench.streaming_latency [--quick]
+"""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import Report, Settings, WORK, alternate_medians, ratio_row, run_alone
+from bench.latency import tflite_call
+from bench.models import ModelSpec, benchmark_models, converted_model, spec, synthetic_data, write_checkpoint
+from conversion.clips import load_clips
+from conversion.inspect import inspect_tflite
+from conversion.streaming import STREAMING_FILES, StreamingTFLiteRunner, convert_streaming
+from torch_tsm.model import load_model
+
+
+def streaming_model(settings: Settings) -> tuple[Path, float]:
+    """The uint8 streaming model of a causal model at the run's settings (cached), and its conversion seconds."""
+    causal = spec(settings, "causal")
+    folder = WORK / f"streaming-{causal.key}"
+    record = folder / "bench.json"
+    if record.is_file() and (folder / STREAMING_FILES["stream-u8"]).is_file():
+        return folder / STREAMING_FILES["stream-u8"], json.loads(record.read_text())["seconds"]
+    shutil.rmtree(folder, ignore_errors=True)
+    checkpoint = write_checkpoint(causal, folder / "checkpoint" / "model.ckpt")
+    started = time.perf_counter()
+    calibration, _ = load_clips(synthetic_data(causal), "train", 8 if settings.quick else 16)
+    held_out, _ = load_clips(synthetic_data(causal), "val", 8)
+    convert_streaming(load_model(checkpoint), folder, calibration, (held_out, None))
+    seconds = round(time.perf_counter() - started, 1)
+    record.write_text(json.dumps({"seconds": seconds}))
+    return folder / STREAMING_FILES["stream-u8"], seconds
+
+
+def measure(settings: Settings) -> Report:
+    stream_path, conversion_seconds = streaming_model(settings)
+    single = converted_model(ModelSpec("none", settings.num_classes, 1, settings.width_mult, settings.image_size), 16, 8)
+    clip_model = benchmark_models(settings)["bidirectional"]
+    clips, _ = load_clips(synthetic_data(spec(settings, "none")), "val", 1)
+    clip = clips[0]
+
+    stream = StreamingTFLiteRunner(stream_path, settings.threads)
+    state = {"buffers": stream.zero_buffers(), "frame": 0}
+
+    def stream_frame() -> None:
+        # one new frame of a live stream: its buffers come from the previous call
+        _, state["buffers"] = stream.step(clip[state["frame"] % len(clip)], state["buffers"])
+        state["frame"] += 1
+
+    single_frame, _ = tflite_call(single.uint8, clip[:1], settings.threads)
+    window, _ = tflite_call(clip_model.uint8, clip, settings.threads)
+    seconds = alternate_medians({"stream": stream_frame, "single": single_frame, "window": window}, settings.runs, settings.warmup)
+
+    command = f"python -m bench.streaming_latency{settings.flag}"
+    rows = [
+        ratio_row("11a", "per-frame latency, uint8 streaming TSM / plain MobileNetV2 on one frame", (seconds["stream"], seconds["single"]),
+                  ("streaming", "plain frame"), 1.15, True, command),
+        ratio_row("11b", "cost per prediction, 8-frame sliding window (clip model) / streaming", (seconds["window"], seconds["stream"]),
+                  ("window", "streaming"), None, True, command),
+    ]
+    ops = inspect_tflite(stream_path).ops
+    plain_ops = inspect_tflite(single.uint8).ops
+    extra = {name: ops[name] - plain_ops.get(name, 0) for name in ops if ops[name] > plain_ops.get(name, 0)}
+    if rows[0].met is False:
+        rows[0].why = f"The streaming graph adds {', '.join(f'{n} {name}' for name, n in sorted(extra.items()))} over the plain one: buffer slicing, concatenation and (de)quantization at the 21 inputs and outputs."
+    details = [
+        f"Streaming uint8 model: {stream_path.stat().st_size / 1e6:.2f} MB, ops {dict(ops.most_common())}; converted in {conversion_seconds:.0f} s. "
+        f"Ops it has beyond the plain single-frame model: {extra}.",
+    ]
+    return Report(rows, details)
+
+
+def main(argv: list[str] | None = None) -> Report:
+    return run_alone("python -m bench.streaming_latency", __doc__, measure, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -20,14 +20,16 @@ demo: install
 	$(RUN) -m torch_tsm.train
 	$(RUN) -m conversion.to_tflite
 
-# Passive OpenMP waits: the tests run PyTorch and TensorFlow in one process, and PyTorch's spinning
-# OpenMP workers otherwise starve TensorFlow's threads (and the reverse) on a 2-core machine.
-test: install
-	OMP_WAIT_POLICY=passive $(RUN) -m pytest -q
+# Passive OpenMP waits: tests and benchmarks run PyTorch beside TensorFlow / LiteRT in one process, and
+# PyTorch's idle OpenMP workers otherwise spin and starve the other runtime's threads on 2 cores.
+PASSIVE := OMP_WAIT_POLICY=passive
 
-# Speed, memory and size figures into BENCHMARKS.md (about 20 minutes on 2 cores).
+test: install
+	$(PASSIVE) $(RUN) -m pytest -q
+
+# Speed, memory and size figures into BENCHMARKS.md (about 6 minutes on 2 cores once bench/.work/ is built).
 bench: install
-	$(RUN) -m bench.run
+	$(PASSIVE) $(RUN) -m bench.run
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -15,6 +15,17 @@ def read_card(model_dir: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def update_card(model_dir: Path, labels: list[str], figures: dict, *keys: str) -> None:
+    """Writes `figures` at card[keys[0]][keys[1]]... of model_dir/model_card.json, creating the card if need be."""
+    path = Path(model_dir) / "model_card.json"
+    card = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"model": "MobileNetV2-TSM", "labels": labels}
+    section = card
+    for key in keys[:-1]:
+        section = section.setdefault(key, {})
+    section[keys[-1]] = figures
+    path.write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
 def data_module(config: dict, data: str | None = None, data_root: Path | None = None) -> ClipDataModule:
     """The data a model was trained on (its card's config), or other data of the same shape."""
     return ClipDataModule(

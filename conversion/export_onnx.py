@@ -40,10 +40,17 @@ def export_onnx(model: MobileNetV2TSM, path: Path, image_size: int) -> None:
         ClipAsFrames(model).eval(), (example,), str(path), dynamo=False, opset_version=OPSET,
         input_names=["frames"], output_names=["logits"],
     )
+    check_and_simplify(path)
+
+
+def check_and_simplify(path: Path) -> None:
+    """onnx.checker before and after onnxsim, in place.
+
+    Simplified here rather than left to onnx2tf: it calls the `onnxsim` command only if it is on PATH,
+    and silently goes on with the raw graph otherwise, whose layout it then gets wrong.
+    """
     graph = onnx.load(str(path))
     onnx.checker.check_model(graph, full_check=True)
-    # Simplify here rather than leave it to onnx2tf: it calls the `onnxsim` command only if it is on
-    # PATH, and silently goes on with the raw graph otherwise, whose layout it then gets wrong.
     simplified, ok = onnxsim.simplify(graph)
     if not ok:
         raise ConversionError(f"onnxsim could not verify the simplified graph of {path}")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from conversion.errors import ConversionError
+
 # Float routes: normalized max |logit difference| and arg-max agreement.
 FLOAT_MAX_ABS_NORMALIZED = 1e-4
 FLOAT_TOP1_AGREE = 1.0
@@ -95,6 +97,20 @@ def check_routes(runners: dict, reference_runner, clips: np.ndarray, labels: np.
         for route, runner in runners.items():
             rows.append(measure(route, inputs, reference, runner(batch), batch_labels, quantized=route.endswith("u8")))
     return rows
+
+
+class StageChecker:
+    """Checks each stage against PyTorch on held-out clips and random pixels; stops at the first miss."""
+
+    def __init__(self, reference, clips: np.ndarray, labels: np.ndarray | None, random_clips: np.ndarray) -> None:
+        self.reference, self.clips, self.labels, self.random_clips = reference, clips, labels, random_clips
+        self.rows: list[RouteParity] = []
+
+    def check(self, route: str, runner) -> None:
+        new = check_routes({route: runner}, self.reference, self.clips, self.labels, self.random_clips)
+        self.rows.extend(new)
+        if any(row.verdict == "FAIL" for row in new):
+            raise ConversionError(f"{route} does not match PyTorch:\n{table(new)}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,6 +52,8 @@ class OnnxRunner(Runner):
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
+        # Its idle threads would otherwise spin after each run and slow whatever runs next in this process.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         shape = self.session.get_inputs()[0].shape  # (T, 3, H, W)
         self.num_segments, self.image_size = shape[0], shape[2]

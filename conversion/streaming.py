@@ -20,21 +20,19 @@ model_streaming_float32.tflite, model_streaming_uint8.tflite and labels.txt only
 passed.
 """
 
-import json
 import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxsim
 import torch
 
 from conversion.errors import ConversionError
-from conversion.export_onnx import OPSET
+from conversion.export_onnx import OPSET, check_and_simplify
 from conversion.inspect import inspect_tflite
-from conversion.parity import FLOAT_MAX_ABS_NORMALIZED, RouteParity, check_routes, random_pixel_clips, table
+from conversion.clips import update_card
+from conversion.parity import FLOAT_MAX_ABS_NORMALIZED, StageChecker, random_pixel_clips, table
 from conversion.runtimes import TorchRunner, dequantize, quantize
 from torch_tsm.labels import write_labels
 from torch_tsm.model import MobileNetV2TSM
@@ -190,12 +188,7 @@ def export_streaming_onnx(streaming: StreamingTSM, path: Path, image_size: int) 
         streaming.eval(), (torch.zeros(1, 3, image_size, image_size), *buffers), str(path),
         dynamo=False, opset_version=OPSET, input_names=names[0], output_names=names[1],
     )
-    # Simplified here, as export_onnx does: onnx2tf only simplifies when the onnxsim command is on PATH.
-    simplified, ok = onnxsim.simplify(onnx.load(str(path)))
-    if not ok:
-        raise ConversionError(f"onnxsim could not verify the simplified graph of {path}")
-    onnx.checker.check_model(simplified, full_check=True)
-    onnx.save(simplified, str(path))
+    check_and_simplify(path)
 
 
 def calibration_streams(clips: np.ndarray) -> list[np.ndarray]:
@@ -364,22 +357,15 @@ def convert_streaming(
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".converting-streaming-", dir=output_dir) as scratch:
         staging = Path(scratch)
-        rows: list[RouteParity] = []
-
-        def stage(route: str, runner: StreamRunner) -> None:
-            new = check_routes({route: runner}, reference, clips, labels, random_clips)
-            rows.extend(new)
-            if any(row.verdict == "FAIL" for row in new):
-                raise ConversionError(f"{route} does not match the PyTorch clip model:\n{table(new)}")
-
-        stage("stream-torch", TorchStreamRunner(streaming, size))
+        checker = StageChecker(reference, clips, labels, random_clips)
+        checker.check("stream-torch", TorchStreamRunner(streaming, size))
         onnx_path, saved_model = staging / "model_streaming.onnx", staging / "saved_model_streaming"
         export_streaming_onnx(streaming, onnx_path, size)
         onnx_runner = OnnxStreamRunner(onnx_path)
-        stage("stream-onnx", onnx_runner)
+        checker.check("stream-onnx", onnx_runner)
         onnx_to_saved_model(onnx_path, saved_model, calibration.reshape(-1, size, size, 3))
         layouts = buffer_layouts(saved_model, onnx_runner)
-        stage("stream-tf", SavedModelStreamRunner(saved_model, layouts))
+        checker.check("stream-tf", SavedModelStreamRunner(saved_model, layouts))
 
         steps = calibration_inputs(TorchStreamRunner(streaming, size), calibration_streams(calibration))
         (staging / STREAMING_FILES["stream-f32"]).write_bytes(to_float32_streaming_tflite(saved_model, layouts))
@@ -390,7 +376,7 @@ def convert_streaming(
                 raise ConversionError(f"{route} is not deployable on a stock LiteRT:\n{inspection.report()}")
         check_buffer_quantization(StreamingTFLiteRunner(staging / STREAMING_FILES["stream-u8"]))
         for route, name in STREAMING_FILES.items():
-            stage(route, StreamingTFLiteRunner(staging / name))
+            checker.check(route, StreamingTFLiteRunner(staging / name))
 
         figures = {
             "files": dict(STREAMING_FILES),
@@ -400,19 +386,12 @@ def convert_streaming(
             "feedback": {f"new_buffer_{i}": f"buffer_{i}" for i in range(streaming.num_buffers)},
             "size_bytes": {route: (staging / name).stat().st_size for route, name in STREAMING_FILES.items()},
             "tflite_ops": {route: dict(inspection.ops.most_common()) for route, inspection in inspections.items()},
-            "parity": [row.as_dict() for row in rows],
+            "parity": [row.as_dict() for row in checker.rows],
             "seconds": round(time.perf_counter() - started, 1),
         }
         write_labels(model.labels, staging / "labels.txt")
         for name in [*STREAMING_FILES.values(), "labels.txt"]:
             (staging / name).replace(output_dir / name)
-    _update_card(output_dir, model, figures)
-    print(table(rows))
+    update_card(output_dir, model.labels, figures, "streaming")
+    print(table(checker.rows))
     return figures
-
-
-def _update_card(output_dir: Path, model: MobileNetV2TSM, figures: dict) -> None:
-    path = output_dir / "model_card.json"
-    card = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"model": "MobileNetV2-TSM", "labels": model.labels}
-    card["streaming"] = figures
-    path.write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")

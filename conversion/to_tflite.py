@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from conversion.clips import data_module, load_clips
+from conversion.clips import data_module, load_clips, update_card
 from conversion.errors import ConversionError
 from conversion.export_onnx import export_onnx
 from conversion.inspect import inspect_tflite
 from conversion.onnx_to_tf import onnx_to_saved_model
-from conversion.parity import ROUTE_FILES, RouteParity, check_routes, random_pixel_clips, table
+from conversion.parity import ROUTE_FILES, StageChecker, random_pixel_clips, table
 from conversion.runtimes import KerasRunner, OnnxRunner, SavedModelRunner, TFLiteRunner, TorchRunner
 from conversion.streaming import convert_streaming
 from conversion.tflite import ConverterSource, keras_converter, saved_model_converter, to_float32_tflite, to_uint8_tflite
@@ -109,23 +109,9 @@ def convert(
             if target.is_dir():
                 shutil.rmtree(target)
             (staging / name).replace(target)
-    _update_card(output_dir, model, route, figures)
+    update_card(output_dir, model.labels, figures, "conversion", route)
     print(table(checker.rows))
     return figures
-
-
-class StageChecker:
-    """Checks each stage against PyTorch on held-out clips and random pixels; stops at the first miss."""
-
-    def __init__(self, reference: TorchRunner, clips: np.ndarray, labels: np.ndarray | None, random_clips: np.ndarray) -> None:
-        self.reference, self.clips, self.labels, self.random_clips = reference, clips, labels, random_clips
-        self.rows: list[RouteParity] = []
-
-    def check(self, route: str, runner) -> None:
-        new = check_routes({route: runner}, self.reference, self.clips, self.labels, self.random_clips)
-        self.rows.extend(new)
-        if any(row.verdict == "FAIL" for row in new):
-            raise ConversionError(f"{route} does not match PyTorch:\n{table(new)}")
 
 
 def _onnx_route(model: MobileNetV2TSM, staging: Path, calibration: np.ndarray, checker: StageChecker) -> ConverterSource:
@@ -146,13 +132,6 @@ def _keras_route(model: MobileNetV2TSM, checker: StageChecker) -> ConverterSourc
 
 def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
-
-
-def _update_card(output_dir: Path, model: MobileNetV2TSM, route: str, figures: dict) -> None:
-    path = output_dir / "model_card.json"
-    card = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"model": "MobileNetV2-TSM", "labels": model.labels}
-    card.setdefault("conversion", {})[route] = figures
-    path.write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 def newest_checkpoint(models_dir: Path = Path("models")) -> Path:

@@ -62,14 +62,10 @@ def converted(trained_run, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def streaming_converted(trained_run, tmp_path_factory):
-    """trained_run converted to streaming float32 and uint8 TFLite models (about a minute)."""
-    from conversion import parity
-    from conversion.clips import data_module, held_out_clips, load_clips, read_card
-    from conversion.streaming import convert_streaming
-    from torch_tsm.model import load_model
+    """trained_run converted to streaming float32 and uint8 TFLite models by the command line
+    (python -m conversion.to_tflite --streaming), about a minute."""
+    from conversion.to_tflite import main
 
     output = tmp_path_factory.mktemp("streaming")
-    card = read_card(trained_run)
-    calibration, _ = load_clips(data_module(card["config"]), "train", 48)
-    convert_streaming(load_model(trained_run / "best.ckpt"), output, calibration, held_out_clips(card, parity.UINT8_MIN_CLIPS))
+    main(["--checkpoint", str(trained_run / "best.ckpt"), "--output", str(output), "--streaming", "--calibration-clips", "48"])
     return output

@@ -4,6 +4,8 @@
 conversion.parity, their one definition.
 """
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -77,14 +79,14 @@ def test_clips_of_another_shape_are_a_clear_error(trained_routes):
             runner(np.zeros((1, 4, 64, 64, 3), np.uint8))  # other frame count
 
 
-def sensitive_model(shift: str, num_segments: int) -> torch.nn.Module:
-    """A small random model whose logits depend strongly on its input and on the shift: real
-    BatchNorm statistics, and a classifier scaled so that logits are of order 1-10."""
+def sensitive_model(shift: str, num_segments: int, width_mult: float = 0.35, image_size: int = 32) -> torch.nn.Module:
+    """A random model whose logits depend strongly on its input and on the shift: real BatchNorm
+    statistics, and a classifier scaled so that logits are of order 1-10."""
     torch.manual_seed(0)
-    model = with_real_batchnorm_statistics(build_model(5, num_segments, width_mult=0.35, shift=shift))
+    model = with_real_batchnorm_statistics(build_model(5, num_segments, width_mult, shift=shift), image_size)
     with torch.no_grad():
         model.classifier[1].weight.mul_(200)
-    model.image_size, model.labels = 32, list("abcde")
+    model.image_size, model.labels = image_size, list("abcde")
     return model
 
 
@@ -102,3 +104,30 @@ def test_float_routes_for_every_shift_mode_and_frame_count(shift, num_segments, 
             assert row["verdict"] == "pass", (route, inputs, row)
     keras_logits = KerasRunner(from_torch_model(model, image_size=32))(clips)
     assert parity.measure("keras", "smooth clips", logits, keras_logits, None, False).verdict == "pass"
+
+
+@pytest.mark.slow
+def test_full_size_float_routes(tmp_path):
+    """224 px, width 1.0, 8 frames: the deployed size (minutes here; pytest -m slow)."""
+    model = sensitive_model("bidirectional", 8, width_mult=1.0, image_size=224)
+    clips = smooth_clips(12, 8, 224, seed=7).permute(0, 1, 3, 4, 2).round().clamp(0, 255).to(torch.uint8).numpy()
+    figures = convert(model, tmp_path, clips[:8], held_out=(clips, None))
+    float_rows = [row for row in figures["parity"] if not row["quantized"]]
+    assert {row["route"] for row in float_rows} == {"onnx", "savedmodel", "tflite-f32"}
+    assert all(row["verdict"] == "pass" for row in float_rows), float_rows
+
+
+def test_parity_command_prints_the_table_and_writes_the_card(converted, trained_run, tmp_path, capsys):
+    # A model folder as training and conversion leave it: checkpoint, card and converted models together.
+    for item in converted.iterdir():
+        if item.name != "model_card.json":
+            (tmp_path / item.name).symlink_to(item)
+    for name in ("best.ckpt", "model_card.json"):
+        (tmp_path / name).write_bytes((trained_run / name).read_bytes())
+    assert parity.main([str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "keras-tflite-u8" in printed and "FAIL" not in printed
+    rows = json.loads((tmp_path / "model_card.json").read_text(encoding="utf-8"))["parity"]
+    assert {row["route"] for row in rows} == {*parity.ROUTE_FILES, "keras"}
+    assert all(row["verdict"] in ("pass", "not judged") for row in rows)
+    assert all(row["verdict"] == "pass" for row in rows if row["inputs"] == "held-out clips")

@@ -17,6 +17,8 @@ from torch_tsm.model import MobileNetV2TSM, build_model, load_model
 from torch_tsm.streaming import Stream, StreamingTSM
 from tests.conftest import smooth_clips, with_real_batchnorm_statistics
 
+pytestmark = pytest.mark.parity  # the stream routes of the parity contract
+
 LONG_STREAM_CLIPS = 40  # 40 clips x 8 frames: a 320-frame stream (PyTorch runs it as one clip too)
 
 

@@ -7,7 +7,6 @@ The ONNX graph takes the clip as a batch of frames, `frames (T, 3, H, W)` float 
 
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnxsim
 import torch
@@ -57,7 +56,3 @@ def check_and_simplify(path: Path) -> None:
     onnx.checker.check_model(simplified, full_check=True)
     onnx.save(simplified, str(path))
 
-
-def frames_input(clip: np.ndarray) -> np.ndarray:
-    # (T, H, W, 3) uint8 -> (T, 3, H, W) float32, the ONNX model's input
-    return np.ascontiguousarray(clip.transpose(0, 3, 1, 2), dtype=np.float32)

@@ -96,7 +96,6 @@ def main(argv: list[str] | None = None) -> Path:
         callbacks=[best, last],
         logger=CSVLogger(output, name="logs", version=""),
         log_every_n_steps=10,
-        deterministic=False,
     )
     started = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=args.resume)

@@ -6,27 +6,17 @@ smoke test whose figures say little about the issue's targets.
 """
 
 import argparse
-import importlib
-import importlib.util
 import time
 from datetime import datetime
 from pathlib import Path
 
-from bench import conversion_time, latency, memory, model_files, training
+from bench import conversion_time, latency, memory, model_files, streaming_latency, training
 from bench.common import Report, Settings, load_average, machine, markdown_table, settings
 
 OUTPUT = Path("BENCHMARKS.md")
-STREAMING = "bench.streaming_latency"  # row 11, written separately; included when present
 
 
-def streaming_report(settings: Settings) -> Report | None:
-    """Row 11 from bench/streaming_latency.py, whose `measure(settings) -> Report` is called when the file exists."""
-    if importlib.util.find_spec(STREAMING) is None:
-        return None
-    return importlib.import_module(STREAMING).measure(settings)
-
-
-def render(settings: Settings, reports: list[Report], streaming: Report | None, started: datetime, seconds: float, loads: tuple[str, str]) -> str:
+def render(settings: Settings, reports: list[Report], started: datetime, seconds: float, loads: tuple[str, str]) -> str:
     rows = [row for report in reports for row in report.rows]
     kind = "QUICK SMOKE RUN (64 px, width 0.5, fewer runs): NOT the issue's settings; run `make bench` for real figures" if settings.quick else "full run"
     lines = [
@@ -51,13 +41,6 @@ def render(settings: Settings, reports: list[Report], streaming: Report | None, 
     lines += ["", "## Details", ""]
     for report in reports:
         lines += [paragraph + "\n" for paragraph in report.details]
-    lines += ["## Row 11: streaming", ""]
-    if streaming is None:
-        lines += ["Not measured yet: `bench/streaming_latency.py` does not exist. (Placeholder: `bench.run` fills this section from its `measure(settings)` when it does.)", ""]
-    else:
-        lines += [markdown_table(["#", "measure", "figure", "target", "verdict", "command"], [[r.number, r.measure, r.figure, r.target, r.verdict, f"`{r.command}`"] for r in streaming.rows]), ""]
-        lines += [f"- **Row {r.number}** misses: {r.why}" for r in streaming.rows if r.met is False]
-        lines += [paragraph + "\n" for paragraph in streaming.details]
     lines += ["## Machine", "", markdown_table(["", ""], [[key, value] for key, value in machine().items()]), ""]
     return "\n".join(lines)
 
@@ -68,9 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     run_settings = settings(parser.parse_args(argv).quick)
     started, clock, load_at_start = datetime.now(), time.perf_counter(), load_average()
     # Conversion first: it builds the cached models that the latency and model-file rows run.
-    reports = [module.measure(run_settings) for module in (conversion_time, latency, model_files, training, memory)]
-    streaming = streaming_report(run_settings)
-    text = render(run_settings, reports, streaming, started, time.perf_counter() - clock, (load_at_start, load_average()))
+    reports = [module.measure(run_settings) for module in (conversion_time, latency, model_files, training, memory, streaming_latency)]
+    text = render(run_settings, reports, started, time.perf_counter() - clock, (load_at_start, load_average()))
     OUTPUT.write_text(text, encoding="utf-8")
     print(text)
 

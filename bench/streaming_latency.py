@@ -24,42 +24,38 @@ from conversion.streaming import STREAMING_FILES, StreamingTFLiteRunner, convert
 from torch_tsm.model import load_model
 
 
-def streaming_model(settings: Settings) -> tuple[Path, float]:
-    """The uint8 streaming model of a causal model at the run's settings (cached), and its conversion seconds."""
+def streaming_model(settings: Settings, route: str) -> tuple[Path, float]:
+    """The uint8 streaming model of a causal model at the run's settings by one conversion route
+    (cached), and its conversion seconds."""
     causal = spec(settings, "causal")
-    folder = WORK / f"streaming-{causal.key}"
+    folder = WORK / f"streaming-{route}-{causal.key}"
     record = folder / "bench.json"
-    if record.is_file() and (folder / STREAMING_FILES["stream-u8"]).is_file():
-        return folder / STREAMING_FILES["stream-u8"], json.loads(record.read_text())["seconds"]
+    (model_file,) = [file for name, file in STREAMING_FILES[route].items() if name.endswith("u8")]
+    if record.is_file() and (folder / model_file).is_file():
+        return folder / model_file, json.loads(record.read_text())["seconds"]
     shutil.rmtree(folder, ignore_errors=True)
     checkpoint = write_checkpoint(causal, folder / "checkpoint" / "model.ckpt")
     started = time.perf_counter()
     calibration, _ = load_clips(synthetic_data(causal), "train", 8 if settings.quick else 16)
     held_out, _ = load_clips(synthetic_data(causal), "val", 8)
-    convert_streaming(load_model(checkpoint), folder, calibration, (held_out, None))
+    convert_streaming(load_model(checkpoint), folder, calibration, (held_out, None), route)
     seconds = round(time.perf_counter() - started, 1)
     record.write_text(json.dumps({"seconds": seconds}))
-    return folder / STREAMING_FILES["stream-u8"], seconds
+    return folder / model_file, seconds
 
 
 def measure(settings: Settings) -> Report:
-    stream_path, conversion_seconds = streaming_model(settings)
+    stream_path, conversion_seconds = streaming_model(settings, "onnx")
+    keras_path, keras_seconds = streaming_model(settings, "keras")
     single = converted_model(ModelSpec("none", settings.num_classes, 1, settings.width_mult, settings.image_size), 16, 8)
     clip_model = benchmark_models(settings)["bidirectional"]
     clips, _ = load_clips(synthetic_data(spec(settings, "none")), "val", 1)
     clip = clips[0]
 
-    stream = StreamingTFLiteRunner(stream_path, settings.threads)
-    state = {"buffers": stream.zero_buffers(), "frame": 0}
-
-    def stream_frame() -> None:
-        # one new frame of a live stream: its buffers come from the previous call
-        _, state["buffers"] = stream.step(clip[state["frame"] % len(clip)], state["buffers"])
-        state["frame"] += 1
-
     single_frame, _ = tflite_call(single.uint8, clip[:1], settings.threads)
     window, _ = tflite_call(clip_model.uint8, clip, settings.threads)
-    seconds = alternate_medians({"stream": stream_frame, "single": single_frame, "window": window}, settings.runs, settings.warmup)
+    calls = {"stream": live_stream(stream_path, clip, settings.threads), "keras": live_stream(keras_path, clip, settings.threads), "single": single_frame, "window": window}
+    seconds = alternate_medians(calls, settings.runs, settings.warmup)
 
     command = f"python -m bench.streaming_latency{settings.flag}"
     rows = [
@@ -67,6 +63,8 @@ def measure(settings: Settings) -> Report:
                   ("streaming", "plain frame"), 1.15, True, command),
         ratio_row("11b", "cost per prediction, 8-frame sliding window (clip model) / streaming", (seconds["window"], seconds["stream"]),
                   ("window", "streaming"), None, True, command),
+        ratio_row("11c", "per-frame latency, uint8 streaming: keras route / onnx route", (seconds["keras"], seconds["stream"]),
+                  ("keras route", "onnx route"), None, True, command),
     ]
     ops = inspect_tflite(stream_path).ops
     plain_ops = inspect_tflite(single.uint8).ops
@@ -76,8 +74,21 @@ def measure(settings: Settings) -> Report:
     details = [
         f"Streaming uint8 model: {stream_path.stat().st_size / 1e6:.2f} MB, ops {dict(ops.most_common())}; converted in {conversion_seconds:.0f} s. "
         f"Ops it has beyond the plain single-frame model: {extra}.",
+        f"Keras-route streaming uint8 model: {keras_path.stat().st_size / 1e6:.2f} MB, ops {dict(inspect_tflite(keras_path).ops.most_common())}; converted in {keras_seconds:.0f} s.",
     ]
     return Report(rows, details)
+
+
+def live_stream(path: Path, clip: np.ndarray, threads: int):
+    """A call that feeds a streaming model the next frame of a live stream, its buffers from the call before."""
+    stream = StreamingTFLiteRunner(path, threads)
+    state = {"buffers": stream.zero_buffers(), "frame": 0}
+
+    def next_frame() -> None:
+        _, state["buffers"] = stream.step(clip[state["frame"] % len(clip)], state["buffers"])
+        state["frame"] += 1
+
+    return next_frame
 
 
 def main(argv: list[str] | None = None) -> Report:

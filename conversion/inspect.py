@@ -4,7 +4,9 @@ Reads the flatbuffer directly (no interpreter: a model with Flex ops cannot even
 fails loudly, with a non-zero exit, on what breaks deployment on a stock runtime:
 - Flex / Select-TF or other custom ops (need a TensorFlow build on the device),
 - float islands: DEQUANTIZE/QUANTIZE inside a quantized graph (float kernels between int ones),
-- dynamic-shape ops or tensors (SHAPE, FLOOR_DIV/PACK shape arithmetic, -1 dimensions).
+- dynamic-shape ops or tensors (SHAPE, FLOOR_DIV/PACK shape arithmetic, -1 dimensions),
+- resource variables (VAR_HANDLE, READ_VARIABLE...): weights the converter failed to freeze into
+  constants, which integer calibration cannot run and the delegates do not take.
 """
 
 import argparse
@@ -19,6 +21,7 @@ from ai_edge_litert import schema_py_generated as schema
 _OP_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
 _TYPE_NAMES = {code: name.lower() for name, code in vars(schema.TensorType).items() if not name.startswith("_")}
 DYNAMIC_SHAPE_OPS = {"SHAPE", "FLOOR_DIV", "PACK", "RANGE", "DYNAMIC_UPDATE_SLICE", "BROADCAST_ARGS"}
+VARIABLE_OPS = {"VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE", "CALL_ONCE"}
 QUANTIZED_TYPES = {"uint8", "int8"}
 
 
@@ -54,7 +57,7 @@ class Inspection:
         lines += [f"  input  {tensor}" for tensor in self.inputs]
         lines += [f"  output {tensor}" for tensor in self.outputs]
         lines += ["  ops:"] + [f"    {count:4d}  {name}" for name, count in self.ops.most_common()]
-        lines += [f"  PROBLEM: {problem}" for problem in self.problems] or ["  OK: builtin ops only, static shapes, no float islands"]
+        lines += [f"  PROBLEM: {problem}" for problem in self.problems] or ["  OK: builtin ops only, static shapes, no float islands, constant weights"]
         return "\n".join(lines)
 
 
@@ -111,6 +114,9 @@ def _problems(inspection: Inspection, dynamic_tensors: list[str]) -> list[str]:
         problems.append(f"dynamic-shape ops: {', '.join(f'{count} {name}' for name, count in dynamic_ops.items())}")
     if dynamic_tensors:
         problems.append(f"{len(dynamic_tensors)} tensors with dynamic dimensions (e.g. {dynamic_tensors[0]})")
+    variable_ops = {name: count for name, count in inspection.ops.items() if name in VARIABLE_OPS}
+    if variable_ops:
+        problems.append(f"resource variables, weights not frozen into constants: {', '.join(f'{count} {name}' for name, count in variable_ops.items())}")
     return problems
 
 

@@ -2,7 +2,7 @@
 
     python -m conversion.parity MODEL_DIR
 
-runs every converted model found in MODEL_DIR against the PyTorch checkpoint on held-out clips and
+runs every converted model found in MODEL_DIR (clip and streaming) against the PyTorch checkpoint on held-out clips and
 random pixels, prints the route-by-measure table, writes it into model_card.json and exits non-zero
 when a route misses its bound. The bounds below are the only definition of them in the project.
 """
@@ -116,6 +116,7 @@ class StageChecker:
 def main(argv: list[str] | None = None) -> int:
     from conversion.clips import held_out_clips, read_card
     from conversion.runtimes import TorchRunner, load_runner
+    from conversion.streaming import STREAMING_FILES, load_stream_runner
     from torch_tsm.model import load_model
 
     parser = argparse.ArgumentParser(prog="python -m conversion.parity", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     card = read_card(args.model_dir)
     model = load_model(args.model_dir / card.get("checkpoint", "best.ckpt"))
     runners = {route: load_runner(args.model_dir / name) for route, name in ROUTE_FILES.items() if (args.model_dir / name).exists()}
+    for files in STREAMING_FILES.values():
+        runners.update({route: load_stream_runner(args.model_dir / name) for route, name in files.items() if (args.model_dir / name).exists()})
     if any(route.startswith("keras") for route in runners):
         from conversion.runtimes import KerasRunner
         from tf_reference import from_torch_model

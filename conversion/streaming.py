@@ -1,4 +1,6 @@
-"""The streaming (online TSM) model: PyTorch -> ONNX -> onnx2tf SavedModel -> float32 and uint8 TFLite.
+"""The streaming (online TSM) model -> float32 and uint8 TFLite, by either route:
+onnx (PyTorch -> ONNX -> onnx2tf SavedModel -> TFLite) or keras (the native Keras twin,
+tf_reference.streaming, with the checkpoint's weights -> TFLite).
 
 One call of the streaming model processes one frame:
 
@@ -6,7 +8,8 @@ One call of the streaming model processes one frame:
     outputs  logits (1, K), new_buffer_0 .. new_buffer_{B-1}
 
 `new_buffer_i` is fed back as `buffer_i` for the next frame; zeros start a stream. Buffers are NHWC
-in TensorFlow and TFLite (onnx2tf lays out every 4-D tensor that way), NCHW in PyTorch and ONNX.
+in TensorFlow and TFLite (onnx2tf lays out every 4-D tensor that way, Keras is NHWC), NCHW in PyTorch
+and ONNX.
 
 uint8 model: the frame goes in as raw uint8 pixels (scale 1, zero point 0, as the clip model); every
 buffer is uint8 with the SAME quantization on its input and its output, so the bytes of an output go
@@ -15,9 +18,9 @@ real streams (calibration clips played frame by frame with the buffers carried o
 buffer holds depends on the frames before.
 
 Every stage is checked against the PyTorch clip model (parity.py bounds: T frames from zero buffers,
-per-frame logits averaged == the clip logits), in a staging folder: the output folder receives
-model_streaming_float32.tflite, model_streaming_uint8.tflite and labels.txt only when every stage has
-passed.
+per-frame logits averaged == the clip logits), in a staging folder: the output folder receives the
+route's models (STREAMING_FILES: two TFLite models, and the ONNX model on the onnx route) and labels.txt
+only when every stage has passed.
 """
 
 import tempfile
@@ -34,17 +37,23 @@ from conversion.inspect import inspect_tflite
 from conversion.clips import update_card
 from conversion.parity import FLOAT_MAX_ABS_NORMALIZED, StageChecker, random_pixel_clips, table
 from conversion.runtimes import TorchRunner, dequantize, quantize
+from tf_reference import streaming_from_torch_model
 from torch_tsm.labels import write_labels
 from torch_tsm.model import MobileNetV2TSM
 from torch_tsm.streaming import StreamingTSM
 
-import tensorflow as tf  # noqa: E402  (after torch: see conversion/__init__.py)
+import keras  # noqa: E402  (after torch: see conversion/__init__.py)
+import tensorflow as tf  # noqa: E402
 from ai_edge_litert.schema_py_generated import BuiltinOperator  # noqa: E402
 from tensorflow.lite.tools import flatbuffer_utils  # noqa: E402
 
 from conversion.onnx_to_tf import onnx_to_saved_model  # noqa: E402
+from conversion.tflite import function_converter  # noqa: E402
 
-STREAMING_FILES = {"stream-f32": "model_streaming_float32.tflite", "stream-u8": "model_streaming_uint8.tflite"}
+STREAMING_FILES = {  # conversion route -> {parity route: file}
+    "onnx": {"stream-onnx": "model_streaming.onnx", "stream-f32": "model_streaming_float32.tflite", "stream-u8": "model_streaming_uint8.tflite"},
+    "keras": {"stream-keras-f32": "model_keras_streaming_float32.tflite", "stream-keras-u8": "model_keras_streaming_uint8.tflite"},
+}
 CLIPS_PER_CALIBRATION_STREAM = 4  # calibration streams start from zeros, then carry buffers across clips
 
 
@@ -76,6 +85,8 @@ class StreamRunner:
         # L x (H, W, 3) uint8 -> (L, K) per-frame logits, from zero buffers
         buffers, logits = self.zero_buffers(), []
         for frame in frames:
+            if frame.shape != (self.image_size, self.image_size, 3):
+                raise ValueError(f"{type(self).__name__} takes frames of (H, W, 3) = {(self.image_size,) * 2 + (3,)}; got {frame.shape}")
             frame_logits, buffers = self.step(frame, buffers)
             logits.append(frame_logits)
         return np.stack(logits)
@@ -111,6 +122,7 @@ class OnnxStreamRunner(StreamRunner):
         self.names = [i.name for i in inputs]
         self.buffer_shapes = [tuple(i.shape) for i in inputs[1:]]
         self.image_size = inputs[0].shape[2]  # frame (1, 3, H, W)
+        self.labels_count = self.session.get_outputs()[0].shape[-1]  # logits (1, K)
 
     def zero_buffers(self) -> list[np.ndarray]:
         return [np.zeros(shape, np.float32) for shape in self.buffer_shapes]
@@ -121,11 +133,12 @@ class OnnxStreamRunner(StreamRunner):
         return logits[0], new
 
 
-class SavedModelStreamRunner(StreamRunner):
-    """The onnx2tf SavedModel behind the NHWC interface of the TFLite models (streaming_function)."""
+class TFStreamRunner(StreamRunner):
+    """A TensorFlow step function with the interface of the TFLite models (NHWC buffers): the onnx2tf
+    SavedModel (saved_model_step) or the Keras twin (keras_step)."""
 
-    def __init__(self, path: Path, layouts: list[str]) -> None:
-        self.function, _ = streaming_function(path, layouts)
+    def __init__(self, function) -> None:
+        self.function = function
         specs = self.function.structured_input_signature[0]
         self.buffer_shapes = [tuple(spec.shape) for spec in specs[1:]]
         self.image_size = specs[0].shape[1]
@@ -167,6 +180,19 @@ class StreamingTFLiteRunner(StreamRunner):
         outputs = self.runner(frame=quantize(frame[None], self.inputs["frame"]), **feed)
         logits = dequantize(outputs["logits"], self.outputs["logits"])[0]
         return logits, [outputs[f"new_buffer_{i}"] for i in range(self.num_buffers)]
+
+
+def load_stream_runner(path: Path) -> StreamRunner:
+    """The runner for a streaming model file: .onnx or .tflite."""
+    return OnnxStreamRunner(path) if path.suffix == ".onnx" else StreamingTFLiteRunner(path)
+
+
+def is_streaming_onnx(path: Path) -> bool:
+    """Whether an .onnx file is a streaming model (a `frame` input beside buffers) rather than a clip model."""
+    import onnx
+
+    names = [tensor.name for tensor in onnx.load(str(path), load_external_data=False).graph.input]
+    return "frame" in names and len(names) > 1
 
 
 def is_streaming_tflite(path: Path) -> bool:
@@ -247,7 +273,7 @@ def _matches(logits: np.ndarray, reference: np.ndarray) -> bool:
     return float(np.abs(logits - reference).max()) / max(1.0, float(np.abs(reference).max())) <= FLOAT_MAX_ABS_NORMALIZED
 
 
-def streaming_function(saved_model_dir: Path, layouts: list[str]):
+def saved_model_step(saved_model_dir: Path, layouts: list[str]):
     """A concrete function (frame, buffer_i...) -> {logits, new_buffer_i...} around the SavedModel,
     with every buffer NHWC on both sides (onnx2tf's outputs are NHWC; `layouts` from buffer_layouts)."""
     loaded = tf.saved_model.load(str(saved_model_dir))
@@ -266,23 +292,35 @@ def streaming_function(saved_model_dir: Path, layouts: list[str]):
     return step.get_concrete_function(), loaded
 
 
-def to_float32_streaming_tflite(saved_model_dir: Path, layouts: list[str]) -> bytes:
-    function, loaded = streaming_function(saved_model_dir, layouts)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], loaded)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    return converter.convert()
+def keras_step(model: keras.Model):
+    """The same concrete function around the streaming Keras twin, whose buffers are NHWC already."""
+    names = input_names(len(model.inputs) - 1)
+    signature = [tf.TensorSpec(tensor.shape, tf.float32, name=name) for name, tensor in zip(names, model.inputs)]
+
+    @tf.function(input_signature=signature)
+    def step(frame, *buffers):
+        logits, *new_buffers = model([frame, *buffers], training=False)
+        return {"logits": logits, **{f"new_buffer_{i}": b for i, b in enumerate(new_buffers)}}
+
+    return step.get_concrete_function()
 
 
-def to_uint8_streaming_tflite(saved_model_dir: Path, layouts: list[str], steps: list[dict[str, np.ndarray]]) -> bytes:
+def to_float32_streaming_tflite(function) -> bytes:
+    """`function` from saved_model_step or keras_step."""
+    with function_converter(function) as converter:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        return converter.convert()
+
+
+def to_uint8_streaming_tflite(function, steps: list[dict[str, np.ndarray]]) -> bytes:
     """`steps`: calibration_inputs of real streams, so that every buffer is calibrated on what it holds."""
-    function, loaded = streaming_function(saved_model_dir, layouts)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], loaded)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: iter(steps)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-    converter.inference_output_type = tf.uint8
-    return declare_input_quantization(converter.convert())
+    with function_converter(function) as converter:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: iter(steps)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.uint8
+        return declare_input_quantization(converter.convert())
 
 
 def declare_input_quantization(model_bytes: bytes) -> bytes:
@@ -332,14 +370,18 @@ def convert_streaming(
     output_dir: str | Path,
     calibration_clips: Iterable[np.ndarray],
     held_out: tuple[np.ndarray, np.ndarray | None] | None = None,
+    route: str = "onnx",
 ) -> dict:
     """Converts a causal-shift `model` into streaming TFLite models in `output_dir`; returns the figures
-    added to its model card (under "streaming").
+    added to its model card (under "streaming", then the route).
 
     calibration_clips: (T, S, S, 3) uint8 clips, preprocessed as at inference; played as streams.
     held_out: (clips (M, T, S, S, 3) uint8, labels (M,) or None) to check parity on; the calibration
     clips when not given.
+    route: "onnx" (ONNX -> onnx2tf SavedModel -> TFLite) or "keras" (the native Keras twin -> TFLite).
     """
+    if route not in STREAMING_FILES:
+        raise ValueError(f"unknown route {route!r}; expected one of {tuple(STREAMING_FILES)}")
     started = time.perf_counter()
     output_dir = Path(output_dir)
     model = model.eval()
@@ -352,46 +394,65 @@ def convert_streaming(
         raise ValueError(f"calibration clips must be uint8 (T, {size}, {size}, 3); got {calibration.dtype} {calibration.shape[1:]}")
     clips, labels = held_out if held_out is not None else (calibration, None)
     random_clips = random_pixel_clips(8, model.num_segments, size)
-    reference = TorchRunner(model)
+    files = STREAMING_FILES[route]
+    f32_route, u8_route = (name for name, file in files.items() if file.endswith(".tflite"))
 
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".converting-streaming-", dir=output_dir) as scratch:
         staging = Path(scratch)
-        checker = StageChecker(reference, clips, labels, random_clips)
+        checker = StageChecker(TorchRunner(model), clips, labels, random_clips)
         checker.check("stream-torch", TorchStreamRunner(streaming, size))
-        onnx_path, saved_model = staging / "model_streaming.onnx", staging / "saved_model_streaming"
-        export_streaming_onnx(streaming, onnx_path, size)
-        onnx_runner = OnnxStreamRunner(onnx_path)
-        checker.check("stream-onnx", onnx_runner)
-        onnx_to_saved_model(onnx_path, saved_model, calibration.reshape(-1, size, size, 3))
-        layouts = buffer_layouts(saved_model, onnx_runner)
-        checker.check("stream-tf", SavedModelStreamRunner(saved_model, layouts))
+        if route == "onnx":
+            function, owner = _onnx_route(streaming, staging, calibration, checker)
+        else:
+            function, owner = _keras_route(model, checker)  # owner: holds the variables the function reads
 
         steps = calibration_inputs(TorchStreamRunner(streaming, size), calibration_streams(calibration))
-        (staging / STREAMING_FILES["stream-f32"]).write_bytes(to_float32_streaming_tflite(saved_model, layouts))
-        (staging / STREAMING_FILES["stream-u8"]).write_bytes(to_uint8_streaming_tflite(saved_model, layouts, steps))
-        inspections = {route: inspect_tflite(staging / name) for route, name in STREAMING_FILES.items()}
-        for route, inspection in inspections.items():
+        (staging / files[f32_route]).write_bytes(to_float32_streaming_tflite(function))
+        (staging / files[u8_route]).write_bytes(to_uint8_streaming_tflite(function, steps))
+        inspections = {name: inspect_tflite(staging / files[name]) for name in (f32_route, u8_route)}
+        for name, inspection in inspections.items():
             if not inspection.ok:
-                raise ConversionError(f"{route} is not deployable on a stock LiteRT:\n{inspection.report()}")
-        check_buffer_quantization(StreamingTFLiteRunner(staging / STREAMING_FILES["stream-u8"]))
-        for route, name in STREAMING_FILES.items():
-            checker.check(route, StreamingTFLiteRunner(staging / name))
+                raise ConversionError(f"{name} is not deployable on a stock LiteRT:\n{inspection.report()}")
+        check_buffer_quantization(StreamingTFLiteRunner(staging / files[u8_route]))
+        for name in (f32_route, u8_route):
+            checker.check(name, StreamingTFLiteRunner(staging / files[name]))
 
         figures = {
-            "files": dict(STREAMING_FILES),
+            "files": dict(files),
             "num_segments": model.num_segments,  # T: a decision is the mean of T frame logits
             "inputs": input_names(streaming.num_buffers),
             "outputs": output_names(streaming.num_buffers),
             "feedback": {f"new_buffer_{i}": f"buffer_{i}" for i in range(streaming.num_buffers)},
-            "size_bytes": {route: (staging / name).stat().st_size for route, name in STREAMING_FILES.items()},
-            "tflite_ops": {route: dict(inspection.ops.most_common()) for route, inspection in inspections.items()},
+            "size_bytes": {name: (staging / file).stat().st_size for name, file in files.items()},
+            "tflite_ops": {name: dict(inspection.ops.most_common()) for name, inspection in inspections.items()},
             "parity": [row.as_dict() for row in checker.rows],
             "seconds": round(time.perf_counter() - started, 1),
         }
         write_labels(model.labels, staging / "labels.txt")
-        for name in [*STREAMING_FILES.values(), "labels.txt"]:
-            (staging / name).replace(output_dir / name)
-    update_card(output_dir, model.labels, figures, "streaming")
+        for file in [*files.values(), "labels.txt"]:
+            (staging / file).replace(output_dir / file)
+    update_card(output_dir, model.labels, figures, "streaming", route)
     print(table(checker.rows))
     return figures
+
+
+def _onnx_route(streaming: StreamingTSM, staging: Path, calibration: np.ndarray, checker: StageChecker):
+    # -> the SavedModel's step function and the loaded SavedModel behind it, each stage checked
+    size = streaming.model.image_size
+    onnx_path, saved_model = staging / STREAMING_FILES["onnx"]["stream-onnx"], staging / "saved_model_streaming"
+    export_streaming_onnx(streaming, onnx_path, size)
+    onnx_runner = OnnxStreamRunner(onnx_path)
+    checker.check("stream-onnx", onnx_runner)
+    onnx_to_saved_model(onnx_path, saved_model, calibration.reshape(-1, size, size, 3))
+    function, loaded = saved_model_step(saved_model, buffer_layouts(saved_model, onnx_runner))
+    checker.check("stream-tf", TFStreamRunner(function))
+    return function, loaded
+
+
+def _keras_route(model: MobileNetV2TSM, checker: StageChecker):
+    # -> the Keras twin's step function and the Keras model behind it, checked
+    keras_model = streaming_from_torch_model(model)
+    function = keras_step(keras_model)
+    checker.check("stream-keras", TFStreamRunner(function))
+    return function, keras_model

@@ -64,14 +64,25 @@ def saved_model_converter(saved_model_dir: Path, num_segments: int, image_size: 
             (logits,) = frames_logits(frames=tf.reshape(clip, (num_segments, image_size, image_size, 3))).values()
             return {"logits": logits}  # the one output; onnx2tf names it output_0
 
-        module = tf.Module()
-        module.loaded, module.serve = loaded, serve
-        # Converting from a SavedModel (not a concrete function) freezes the variables into constants.
-        with tempfile.TemporaryDirectory(prefix="serving-") as folder:
-            tf.saved_model.save(module, folder, signatures={"serving_default": serve})
-            yield tf.lite.TFLiteConverter.from_saved_model(folder)
+        with function_converter(serve.get_concrete_function()) as converter:
+            yield converter
 
     return source
+
+
+@contextmanager
+def function_converter(function) -> Iterator[tf.lite.TFLiteConverter]:
+    """A converter for a concrete function, its variables frozen into constants.
+
+    Goes through a temporary SavedModel holding the function and the variables it captures, nothing
+    else: a SavedModel that also held a Keras model would carry the model's own functions, some of
+    which assign variables, and the converter then keeps every variable as a READ_VARIABLE op.
+    """
+    module = tf.Module()
+    module.captured = list(function.variables)
+    with tempfile.TemporaryDirectory(prefix="serving-") as folder:
+        tf.saved_model.save(module, folder, signatures={"serving_default": function})
+        yield tf.lite.TFLiteConverter.from_saved_model(folder)
 
 
 def keras_converter(model: keras.Model) -> ConverterSource:

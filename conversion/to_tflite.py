@@ -5,7 +5,8 @@ the work happens in a scratch folder beside the output: the output folder receiv
 when every stage has passed, so a failed conversion never leaves a model that looks complete.
 
 With --streaming, writes the per-frame streaming models of a causal model instead
-(model_streaming_float32.tflite, model_streaming_uint8.tflite; see conversion/streaming.py).
+(model_streaming_float32.tflite and model_streaming_uint8.tflite; with --route keras,
+model_keras_streaming_float32.tflite and model_keras_streaming_uint8.tflite; see conversion/streaming.py).
 
 Writes model.onnx, saved_model/, model_float32.tflite, model_uint8.tflite and labels.txt (with
 --route keras: model_keras_float32.tflite and model_keras_uint8.tflite, straight from the native Keras
@@ -55,10 +56,10 @@ def convert(
     route: "onnx" (ONNX -> onnx2tf SavedModel -> TFLite) or "keras" (the native Keras twin -> TFLite).
     streaming: write the per-frame streaming models instead (causal models only; conversion.streaming).
     """
-    if streaming:
-        return convert_streaming(model, output_dir, calibration_clips, held_out)
     if route not in ROUTES:
         raise ValueError(f"unknown route {route!r}; expected one of {ROUTES}")
+    if streaming:
+        return convert_streaming(model, output_dir, calibration_clips, held_out, route)
     started = time.perf_counter()
     output_dir = Path(output_dir)
     model = model.eval()

@@ -63,9 +63,10 @@ def converted(trained_run, tmp_path_factory):
 @pytest.fixture(scope="session")
 def streaming_converted(trained_run, tmp_path_factory):
     """trained_run converted to streaming float32 and uint8 TFLite models by the command line
-    (python -m conversion.to_tflite --streaming), about a minute."""
+    (python -m conversion.to_tflite --streaming), by both routes: about two minutes."""
     from conversion.to_tflite import main
 
     output = tmp_path_factory.mktemp("streaming")
-    main(["--checkpoint", str(trained_run / "best.ckpt"), "--output", str(output), "--streaming", "--calibration-clips", "48"])
+    for route in ("onnx", "keras"):
+        main(["--checkpoint", str(trained_run / "best.ckpt"), "--output", str(output), "--streaming", "--calibration-clips", "48", "--route", route])
     return output

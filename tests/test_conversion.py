@@ -77,6 +77,26 @@ def test_inspect_cli_exit_codes(converted):
     assert ok.returncode == 0 and "builtin ops only" in ok.stdout
 
 
+def test_inspect_refuses_weights_left_as_variables(tmp_path):
+    # What the converter gives when it cannot freeze a model's variables (e.g. a SavedModel that also
+    # holds functions assigning them): it runs, but neither calibration nor the delegates take it.
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.scale = tf.Variable(2.0)
+
+    @tf.function(input_signature=[tf.TensorSpec((1, 4), tf.float32)])
+    def scaled(x):
+        module.scale.assign_add(1.0)
+        return x * module.scale
+
+    path = tmp_path / "variables.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([scaled.get_concrete_function()], module).convert())
+    inspection = inspect_tflite(path)
+    assert not inspection.ok
+    assert "resource variables, weights not frozen into constants: " in inspection.report() and "READ_VARIABLE" in inspection.report()
+
+
 def test_failed_conversion_leaves_nothing(trained_run, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise ConversionError("onnx2tf failed at ONNX node /features/features.3/Concat")

@@ -13,6 +13,7 @@ import torch
 from conversion import parity
 from conversion.clips import held_out_clips, read_card
 from conversion.runtimes import KerasRunner, TorchRunner, load_runner
+from conversion.streaming import STREAMING_FILES, StreamingTFLiteRunner, load_stream_runner
 from conversion.to_tflite import convert
 from tests.conftest import smooth_clips, with_real_batchnorm_statistics
 from tf_reference import from_torch_model
@@ -59,6 +60,23 @@ def test_black_and_saturated_frames(trained_routes):
         row = parity.measure(route, "edge clips", reference, runner(clips), None, quantized=route.endswith("u8"))
         if not row.quantized:
             assert row.verdict == "pass", parity.table([row])
+
+
+def test_streaming_routes_on_black_and_saturated_frames(trained_routes, streaming_converted):
+    model, _ = trained_routes
+    clips = edge_clips(8, 64)
+    reference = TorchRunner(model)(clips)
+    for files in STREAMING_FILES.values():
+        for route, name in files.items():
+            row = parity.measure(route, "edge clips", reference, load_stream_runner(streaming_converted / name)(clips), None, quantized=route.endswith("u8"))
+            if not row.quantized:
+                assert row.verdict == "pass", parity.table([row])
+
+
+def test_streaming_frames_of_another_shape_are_a_clear_error(streaming_converted):
+    runner = StreamingTFLiteRunner(streaming_converted / STREAMING_FILES["keras"]["stream-keras-u8"])
+    with pytest.raises(ValueError, match=r"takes frames of \(H, W, 3\) = \(64, 64, 3\); got \(64, 48, 3\)"):
+        runner(np.zeros((1, 8, 64, 48, 3), np.uint8))
 
 
 def test_batch_of_one_equals_batch_of_several(trained_routes, trained_run):
@@ -117,10 +135,10 @@ def test_full_size_float_routes(tmp_path):
     assert all(row["verdict"] == "pass" for row in float_rows), float_rows
 
 
-def test_parity_command_prints_the_table_and_writes_the_card(converted, trained_run, tmp_path, capsys):
+def test_parity_command_prints_the_table_and_writes_the_card(converted, streaming_converted, trained_run, tmp_path, capsys):
     # A model folder as training and conversion leave it: checkpoint, card and converted models together.
-    for item in converted.iterdir():
-        if item.name != "model_card.json":
+    for item in [*converted.iterdir(), *streaming_converted.iterdir()]:
+        if item.suffix in (".tflite", ".onnx") or item.name == "saved_model":
             (tmp_path / item.name).symlink_to(item)
     for name in ("best.ckpt", "model_card.json"):
         (tmp_path / name).write_bytes((trained_run / name).read_bytes())
@@ -128,6 +146,7 @@ def test_parity_command_prints_the_table_and_writes_the_card(converted, trained_
     printed = capsys.readouterr().out
     assert "keras-tflite-u8" in printed and "FAIL" not in printed
     rows = json.loads((tmp_path / "model_card.json").read_text(encoding="utf-8"))["parity"]
-    assert {row["route"] for row in rows} == {*parity.ROUTE_FILES, "keras"}
+    streaming_routes = {route for files in STREAMING_FILES.values() for route in files}
+    assert {row["route"] for row in rows} == {*parity.ROUTE_FILES, "keras", *streaming_routes}
     assert all(row["verdict"] in ("pass", "not judged") for row in rows)
     assert all(row["verdict"] == "pass" for row in rows if row["inputs"] == "held-out clips")

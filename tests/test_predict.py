@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from torch_tsm.predict import main
+from torch_tsm.predict import annotate, main
 from torch_tsm.synthetic import render_video
 
 SIGNS = ["move_right", "circle"]  # a direction sign (needs the shift) then a static one
@@ -120,3 +120,19 @@ def test_unreadable_video_and_missing_camera(trained_run, tmp_path):
         main([str(tmp_path / "nowhere.mp4"), "--model", str(trained_run / "best.ckpt")])
     with pytest.raises(SystemExit, match="camera 99 not found"):
         main(["--camera", "99", "--model", str(trained_run / "best.ckpt")])
+
+
+@pytest.mark.parametrize("name", ["model_streaming.onnx", "model_keras_streaming_uint8.tflite"])
+def test_the_other_streaming_model_files(video, streaming_converted, capsys, name):
+    result = predict_json(capsys, str(video), "--model", str(streaming_converted / name))
+    assert result["mode"] == "stream"
+    assert signs_in_order(result["events"]) == SIGNS
+
+
+def test_cyrillic_labels_are_drawn_as_letters():
+    def drawn(label: str) -> np.ndarray:
+        return annotate(np.zeros((120, 160, 3), np.uint8), label, 0.5)
+
+    letter, unknown, other = drawn("Б"), drawn("?"), drawn("Ж")
+    assert letter.any() and not np.array_equal(letter, unknown) and not np.array_equal(letter, other)
+    assert (letter[-6:, :80] == (0, 200, 0)).all() and not letter[-6:, 81:].any()  # the confidence bar, half-way

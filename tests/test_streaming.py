@@ -12,7 +12,7 @@ from conversion.clips import held_out_clips, read_card
 from conversion.errors import ConversionError
 from conversion.inspect import inspect_tflite
 from conversion.runtimes import TorchRunner
-from conversion.streaming import STREAMING_FILES, StreamingTFLiteRunner, TorchStreamRunner, convert_streaming, is_streaming_tflite
+from conversion.streaming import STREAMING_FILES, StreamingTFLiteRunner, TorchStreamRunner, convert_streaming, is_streaming_onnx, is_streaming_tflite
 from torch_tsm.model import MobileNetV2TSM, build_model, load_model
 from torch_tsm.streaming import Stream, StreamingTSM
 from tests.conftest import smooth_clips, with_real_batchnorm_statistics
@@ -101,25 +101,41 @@ def test_long_stream_equals_the_clip_model_on_the_whole_stream(trained_run, held
 # --- TFLite --------------------------------------------------------------------------------------
 
 
-def test_writes_the_two_streaming_models_and_their_figures(streaming_converted):
-    assert sorted(p.name for p in streaming_converted.iterdir()) == sorted([*STREAMING_FILES.values(), "labels.txt", "model_card.json"])
-    figures = json.loads((streaming_converted / "model_card.json").read_text(encoding="utf-8"))["streaming"]
-    assert figures["feedback"] == {f"new_buffer_{i}": f"buffer_{i}" for i in range(10)}
-    assert all(row["verdict"] != "FAIL" for row in figures["parity"])
-    assert all(is_streaming_tflite(streaming_converted / name) for name in STREAMING_FILES.values())
+ROUTES = ("onnx", "keras")
 
 
-def test_streaming_tflite_models_are_builtin_and_static(streaming_converted):
-    for name in STREAMING_FILES.values():
-        inspection = inspect_tflite(streaming_converted / name)
+def stream_file(folder, route: str, precision: str):
+    # route "onnx" or "keras", precision "f32" or "u8" -> that streaming model's path in folder
+    (name,) = [file for stage, file in STREAMING_FILES[route].items() if stage.endswith(precision)]
+    return folder / name
+
+
+def test_writes_the_streaming_models_of_both_routes_and_their_figures(streaming_converted):
+    written = [file for route in ROUTES for file in STREAMING_FILES[route].values()]
+    assert sorted(p.name for p in streaming_converted.iterdir()) == sorted([*written, "labels.txt", "model_card.json"])
+    card = json.loads((streaming_converted / "model_card.json").read_text(encoding="utf-8"))
+    for route in ROUTES:
+        figures = card["streaming"][route]
+        assert figures["feedback"] == {f"new_buffer_{i}": f"buffer_{i}" for i in range(10)}
+        assert set(STREAMING_FILES[route]) <= {row["route"] for row in figures["parity"]}
+        assert all(row["verdict"] != "FAIL" for row in figures["parity"])
+    assert all(is_streaming_tflite(streaming_converted / name) for name in written if name.endswith(".tflite"))
+    assert is_streaming_onnx(streaming_converted / STREAMING_FILES["onnx"]["stream-onnx"])
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_streaming_tflite_models_are_builtin_and_static(streaming_converted, route):
+    for precision in ("f32", "u8"):
+        inspection = inspect_tflite(stream_file(streaming_converted, route, precision))
         assert inspection.ok, inspection.report()
-    uint8 = inspect_tflite(streaming_converted / STREAMING_FILES["stream-u8"])
+    uint8 = inspect_tflite(stream_file(streaming_converted, route, "u8"))
     assert uint8.ops["DEQUANTIZE"] == 0 and uint8.float_islands == 0
     assert all(tensor.dtype == "uint8" for tensor in [*uint8.inputs, *uint8.outputs])
 
 
-def test_uint8_buffers_go_back_in_with_the_same_quantization(streaming_converted):
-    runner = StreamingTFLiteRunner(streaming_converted / STREAMING_FILES["stream-u8"])
+@pytest.mark.parametrize("route", ROUTES)
+def test_uint8_buffers_go_back_in_with_the_same_quantization(streaming_converted, route):
+    runner = StreamingTFLiteRunner(stream_file(streaming_converted, route, "u8"))
     assert runner.num_buffers == 10
     assert runner.inputs["frame"]["quantization"] == (1.0, 0)  # raw pixels in, unchanged
     assert list(runner.inputs["frame"]["shape"]) == [1, 64, 64, 3]
@@ -128,30 +144,39 @@ def test_uint8_buffers_go_back_in_with_the_same_quantization(streaming_converted
         assert list(runner.outputs[f"new_buffer_{i}"]["shape"]) == list(runner.inputs[f"buffer_{i}"]["shape"])
 
 
-def test_float_streaming_tflite_equals_the_clip_model(streaming_converted, trained_run, held_out):
+def test_both_routes_give_the_same_buffer_layout(streaming_converted):
+    # A user swaps one route's model for the other without changing the feedback loop.
+    onnx, keras = (StreamingTFLiteRunner(stream_file(streaming_converted, route, "f32")) for route in ROUTES)
+    assert {name: list(d["shape"]) for name, d in onnx.inputs.items()} == {name: list(d["shape"]) for name, d in keras.inputs.items()}
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_float_streaming_tflite_equals_the_clip_model(streaming_converted, trained_run, held_out, route):
     model = load_model(trained_run / "best.ckpt")
     clips, labels = held_out[0][:50], held_out[1][:50]
-    runner = StreamingTFLiteRunner(streaming_converted / STREAMING_FILES["stream-f32"])
-    rows = parity.check_routes({"stream-f32": runner}, TorchRunner(model), clips, labels, parity.random_pixel_clips(4, 8, 64))
+    runner = StreamingTFLiteRunner(stream_file(streaming_converted, route, "f32"))
+    rows = parity.check_routes({route: runner}, TorchRunner(model), clips, labels, parity.random_pixel_clips(4, 8, 64))
     assert all(row.verdict == "pass" for row in rows), parity.table(rows)
 
 
-def test_uint8_streaming_tflite_agrees_with_the_clip_model(streaming_converted, trained_run, held_out):
+@pytest.mark.parametrize("route", ROUTES)
+def test_uint8_streaming_tflite_agrees_with_the_clip_model(streaming_converted, trained_run, held_out, route):
     model = load_model(trained_run / "best.ckpt")
     clips, labels = held_out
-    runner = StreamingTFLiteRunner(streaming_converted / STREAMING_FILES["stream-u8"])
-    row = parity.measure("stream-u8", "held-out clips", TorchRunner(model)(clips), runner(clips), labels, quantized=True)
+    runner = StreamingTFLiteRunner(stream_file(streaming_converted, route, "u8"))
+    row = parity.measure(f"{route} u8", "held-out clips", TorchRunner(model)(clips), runner(clips), labels, quantized=True)
     assert row.clips >= parity.UINT8_MIN_CLIPS and row.verdict == "pass", parity.table([row])
 
 
-def test_uint8_long_stream_does_not_drift(streaming_converted, trained_run, held_out):
+@pytest.mark.parametrize("route", ROUTES)
+def test_uint8_long_stream_does_not_drift(streaming_converted, trained_run, held_out, route):
     # All held-out clips played as one stream of 1600 frames, the uint8 buffers fed back all along:
     # each clip's decision (the mean of its T frame logits, with the whole history before it) agrees
     # with PyTorch streaming as a clip does, at the end of the stream as at its start.
     model = load_model(trained_run / "best.ckpt")
     clips, _ = held_out
     frames = clips.reshape(-1, model.image_size, model.image_size, 3)
-    streamed = StreamingTFLiteRunner(streaming_converted / STREAMING_FILES["stream-u8"]).run_stream(frames)
+    streamed = StreamingTFLiteRunner(stream_file(streaming_converted, route, "u8")).run_stream(frames)
     reference = TorchStreamRunner(StreamingTSM(model), model.image_size).run_stream(frames)
 
     def clip_decisions(logits: np.ndarray) -> np.ndarray:

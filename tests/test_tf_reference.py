@@ -8,12 +8,12 @@ import torch
 from ai_edge_litert.interpreter import Interpreter
 
 import tf_reference
+from conversion.parity import FLOAT_MAX_ABS_NORMALIZED
 from tests.conftest import smooth_clips, with_real_batchnorm_statistics
 from tf_reference.model import TemporalShift
 from torch_tsm.model import build_model as build_torch_model
 from torch_tsm.shift import temporal_shift
-
-MAX_NORMALIZED_ABS = 1e-4  # float routes: max |logit - torch| / max(1, max |torch logit|)
+from torch_tsm.streaming import Stream, StreamingTSM
 
 
 def _torch_pair(width_mult=0.35, num_segments=4, shift="bidirectional", num_classes=5):
@@ -39,7 +39,7 @@ def _torch_logits(torch_model, clips: torch.Tensor) -> np.ndarray:
 
 def _assert_parity(logits: np.ndarray, reference: np.ndarray, what: str) -> None:
     normalized = np.abs(logits - reference).max() / max(1.0, np.abs(reference).max())
-    assert normalized <= MAX_NORMALIZED_ABS, f"{what}: normalized max |diff| {normalized:.2e}"
+    assert normalized <= FLOAT_MAX_ABS_NORMALIZED, f"{what}: normalized max |diff| {normalized:.2e}"
     assert (logits.argmax(1) == reference.argmax(1)).all(), f"{what}: top-1 differs from torch"
 
 
@@ -89,7 +89,7 @@ def test_every_feature_block_matches_torch(pair):
         theirs = theirs.permute(0, 2, 3, 1).numpy()  # (N*T, C, H, W) -> (N*T, H, W, C)
         assert ours.shape == theirs.shape, f"features.{i} ({name}): shape {ours.shape} vs torch {theirs.shape}"
         normalized = np.abs(ours.numpy() - theirs).max() / max(1.0, np.abs(theirs).max())
-        assert normalized <= MAX_NORMALIZED_ABS, f"features.{i} ({name}): normalized max |diff| {normalized:.2e}"
+        assert normalized <= FLOAT_MAX_ABS_NORMALIZED, f"features.{i} ({name}): normalized max |diff| {normalized:.2e}"
 
 
 @pytest.mark.parametrize("mode", ["bidirectional", "causal", "none"])
@@ -208,3 +208,30 @@ def test_tflite_float32_matches_torch_with_builtin_ops_only(pair, batch_size):
             interpreter.invoke()
             logits.append(interpreter.get_tensor(logits_output["index"]))
         _assert_parity(np.concatenate(logits), _torch_logits(torch_model, clips), f"tflite batch {batch_size}, {what}")
+
+
+# --- the streaming twin (tf_reference.streaming) --------------------------------------------------
+
+
+def test_streaming_twin_matches_torch_streaming_frame_by_frame():
+    # 12 frames at 40 px (odd maps after stride 2): per-frame logits and every carried buffer, past
+    # the length of one clip. A wrong buffer (order, channels, layout) shows in the buffers at once.
+    torch.manual_seed(0)
+    torch_model = with_real_batchnorm_statistics(build_torch_model(5, 4, 0.35, "causal"), image_size=40)
+    torch_model.image_size = 40
+    keras_model = tf_reference.streaming_from_torch_model(torch_model)
+    stream = Stream(StreamingTSM(torch_model), 40)
+    assert [tuple(t.shape) for t in keras_model.inputs[1:]] == [tuple(b.permute(0, 2, 3, 1).shape) for b in stream.buffers]
+    buffers = [np.zeros(t.shape, np.float32) for t in keras_model.inputs[1:]]
+    for index, frame in enumerate(smooth_clips(1, 12, 40, seed=4)[0]):  # (3, S, S)
+        expected = stream(frame[None]).numpy()
+        logits, *buffers = (np.asarray(t) for t in keras_model([frame.permute(1, 2, 0)[None].numpy(), *buffers], training=False))
+        _assert_parity(logits, expected, f"frame {index}")
+        for i, (ours, theirs) in enumerate(zip(buffers, stream.buffers)):
+            np.testing.assert_allclose(ours, theirs.permute(0, 2, 3, 1).numpy(), atol=1e-4, err_msg=f"frame {index}, buffer {i}")
+
+
+def test_streaming_twin_refuses_a_model_without_the_causal_shift(pair):
+    torch_model, _ = pair
+    with pytest.raises(ValueError, match="shift='causal'.*'bidirectional'"):
+        tf_reference.streaming_from_torch_model(torch_model)

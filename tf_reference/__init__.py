@@ -5,6 +5,21 @@
 import torch_tsm.model  # noqa: F401  isort: skip
 
 from tf_reference.model import build_model
-from tf_reference.weights import from_torch_checkpoint, from_torch_model, load_torch_checkpoint, load_torch_state_dict
+from tf_reference.streaming import build_streaming_model
+from tf_reference.weights import (
+    from_torch_checkpoint,
+    from_torch_model,
+    load_torch_checkpoint,
+    load_torch_state_dict,
+    streaming_from_torch_model,
+)
 
-__all__ = ["build_model", "from_torch_checkpoint", "from_torch_model", "load_torch_checkpoint", "load_torch_state_dict"]
+__all__ = [
+    "build_model",
+    "build_streaming_model",
+    "from_torch_checkpoint",
+    "from_torch_model",
+    "load_torch_checkpoint",
+    "load_torch_state_dict",
+    "streaming_from_torch_model",
+]

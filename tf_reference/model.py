@@ -13,6 +13,8 @@ conv of block 3, `features.3` the block's output), so tf_reference.weights maps 
 an activation can be compared with its torch twin by name. This module does not import torch.
 """
 
+from collections.abc import Callable
+
 import keras  # Keras 3, what tf.keras is with TF 2.21
 import tensorflow as tf
 
@@ -20,6 +22,10 @@ import tensorflow as tf
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # in 0..255 pixel units
 IMAGENET_STD = (58.395, 57.12, 57.375)
 SHIFT_MODES = ("bidirectional", "causal", "none")
+FOLD_DIV = 8  # the shift moves C // 8 channels each way
+
+# (block input, block name) -> the input of the block's residual branch: the temporal shift
+ShiftFn = Callable[[tf.Tensor, str], tf.Tensor]
 
 BN_EPSILON = 1e-5  # torch.nn.BatchNorm2d's default
 BN_MOMENTUM = 0.9  # Keras keeps `momentum` of the old statistics; torch's momentum 0.1 is the share of the new
@@ -56,15 +62,12 @@ def build_model(
     # integer end to end (normalizing the 5-D clip made it insert a dequantize/quantize pair).
     x = ClipsToFrames(name="frames")(clips)
     x = Normalize(name="normalize")(x)
-    x = _features(x, num_segments, width_mult, shift)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    x = keras.layers.Dropout(DROPOUT, name="classifier.0")(x)
-    x = keras.layers.Dense(num_classes, name="classifier.1")(x)
-    logits = MeanOverFrames(num_segments, name="clip_logits")(x)
+    x = features(x, width_mult, lambda y, name: TemporalShift(num_segments, shift, name=f"{name}.shift")(y))
+    logits = MeanOverFrames(num_segments, name="clip_logits")(classifier(x, num_classes))
     return keras.Model(clips, logits, name="mobilenetv2_tsm")
 
 
-def _features(x: tf.Tensor, num_segments: int, width_mult: float, shift: str) -> tf.Tensor:
+def features(x: tf.Tensor, width_mult: float, shift: ShiftFn) -> tf.Tensor:
     # (N*T, H, W, 3) -> (N*T, H/32, W/32, last_channel)
     x = _conv_bn_relu6(x, _make_divisible(32 * width_mult), kernel_size=3, stride=2, name="features.0")
     index = 1
@@ -72,20 +75,25 @@ def _features(x: tf.Tensor, num_segments: int, width_mult: float, shift: str) ->
         for repeat in range(repeats):
             stride = first_stride if repeat == 0 else 1
             out_channels = _make_divisible(channels * width_mult)
-            x = _inverted_residual(x, out_channels, stride, expand_ratio, num_segments, shift, name=f"features.{index}")
+            x = _inverted_residual(x, out_channels, stride, expand_ratio, shift, name=f"features.{index}")
             index += 1
     last_channel = _make_divisible(1280 * max(1.0, width_mult))
     return _conv_bn_relu6(x, last_channel, kernel_size=1, stride=1, name=f"features.{index}")
 
 
-def _inverted_residual(
-    x: tf.Tensor, out_channels: int, stride: int, expand_ratio: int, num_segments: int, shift: str, name: str
-) -> tf.Tensor:
+def classifier(x: tf.Tensor, num_classes: int) -> tf.Tensor:
+    # (N*T, h, w, last_channel) -> (N*T, K) per-frame logits
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dropout(DROPOUT, name="classifier.0")(x)
+    return keras.layers.Dense(num_classes, name="classifier.1")(x)
+
+
+def _inverted_residual(x: tf.Tensor, out_channels: int, stride: int, expand_ratio: int, shift: ShiftFn, name: str) -> tf.Tensor:
     # (N*T, H, W, C) -> (N*T, H/stride, W/stride, out_channels)
     in_channels = x.shape[-1]
     hidden = int(round(in_channels * expand_ratio))
     use_res_connect = stride == 1 and in_channels == out_channels
-    y = TemporalShift(num_segments, shift, name=f"{name}.shift")(x) if use_res_connect else x
+    y = shift(x, name) if use_res_connect else x
     index = 0
     if expand_ratio != 1:
         y = _conv_bn_relu6(y, hidden, kernel_size=1, stride=1, name=f"{name}.conv.0")  # pw
@@ -150,7 +158,7 @@ class TemporalShift(keras.layers.Layer):
     into 11 delegate partitions (measured here); with slices it stays one.
     """
 
-    def __init__(self, num_segments: int, mode: str = "bidirectional", fold_div: int = 8, **kwargs) -> None:
+    def __init__(self, num_segments: int, mode: str = "bidirectional", fold_div: int = FOLD_DIV, **kwargs) -> None:
         super().__init__(**kwargs)
         if mode not in SHIFT_MODES:
             raise ValueError(f"unknown shift mode {mode!r}; expected one of {SHIFT_MODES}")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from tf_reference.model import TemporalShift, build_model
+from tf_reference.streaming import build_streaming_model
 from torch_tsm.model import MobileNetV2TSM, load_model
 
 # torch layouts -> Keras layouts
@@ -36,6 +37,17 @@ def from_torch_model(torch_model: MobileNetV2TSM, *, image_size: int | None = No
         image_size=image_size,
         batch_size=batch_size,
     )
+    load_torch_state_dict(keras_model, torch_model.state_dict())
+    return keras_model
+
+
+def streaming_from_torch_model(torch_model: MobileNetV2TSM) -> keras.Model:
+    """The per-frame streaming Keras model (tf_reference.streaming) with the weights of a causal torch model."""
+    if torch_model.shift != "causal":
+        raise ValueError(f"a streaming model needs a model trained with shift='causal' (this one has {torch_model.shift!r})")
+    if torch_model.image_size is None:
+        raise ValueError("the model does not know its input size (model.image_size); load it with load_model")
+    keras_model = build_streaming_model(torch_model.num_classes, torch_model.width_mult, torch_model.image_size)
     load_torch_state_dict(keras_model, torch_model.state_dict())
     return keras_model
 

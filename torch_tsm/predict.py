@@ -6,9 +6,9 @@
 
 Every decoded frame is preprocessed exactly as in training (letterbox to the model's size); every
 --frame-step-th frame goes to the model, as the Bukva demo keeps every 2nd frame of a camera.
-- --mode clip (any model file: checkpoint, ONNX, SavedModel, clip or streaming TFLite): the clip
+- --mode clip (any model file: checkpoint, ONNX, SavedModel, clip or streaming TFLite/ONNX): the clip
   model on the last T kept frames, every --stride kept frames: T backbone passes per prediction.
-- --mode stream (a streaming TFLite model, or a checkpoint trained with --shift causal): each kept
+- --mode stream (a streaming TFLite or ONNX model, or a checkpoint trained with --shift causal): each kept
   frame goes through the backbone once; the prediction is the mean of the last --smooth frame logits.
 A sign enters the timeline once it has been the top class for --stable kept frames in a row (with a
 probability of at least --threshold), and is not `no_event`. The frames per second of the whole
@@ -16,6 +16,7 @@ loop (decode + preprocess + model) are printed at the end.
 """
 
 import argparse
+import functools
 import json
 import time
 from collections import deque
@@ -25,6 +26,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from matplotlib import font_manager
+from PIL import Image, ImageDraw, ImageFont
 
 from torch_tsm.frames import FrameTransform
 
@@ -83,7 +86,7 @@ class StreamPredictor:
 def load(path: Path, mode: str | None, stride: int, smooth: int) -> LoadedModel:
     """The predictor for any model file; `mode` None: stream for a streaming TFLite model, else clip."""
     from conversion.runtimes import TorchRunner, load_runner
-    from conversion.streaming import StreamingTFLiteRunner, TorchStreamRunner, is_streaming_tflite
+    from conversion.streaming import TorchStreamRunner, is_streaming_onnx, is_streaming_tflite, load_stream_runner
     from torch_tsm.model import load_model
     from torch_tsm.streaming import StreamingTSM
 
@@ -103,8 +106,8 @@ def load(path: Path, mode: str | None, stride: int, smooth: int) -> LoadedModel:
                 raise PredictError(f"{path}: {error}") from error
             return LoadedModel(StreamPredictor(runner, smooth or model.num_segments), model.labels, model.image_size, mode)
         return LoadedModel(ClipPredictor(TorchRunner(model), model.num_segments, stride), model.labels, model.image_size, mode)
-    if suffix == ".tflite" and is_streaming_tflite(path):
-        runner = StreamingTFLiteRunner(path)
+    if (suffix == ".tflite" and is_streaming_tflite(path)) or (suffix == ".onnx" and is_streaming_onnx(path)):
+        runner = load_stream_runner(path)
         mode = mode or "stream"
         labels = _labels_beside(path, runner.labels_count)
         # A streaming model runs clips too: T frames from zero buffers give the clip model's logits.
@@ -112,7 +115,7 @@ def load(path: Path, mode: str | None, stride: int, smooth: int) -> LoadedModel:
         predictor = StreamPredictor(runner, smooth or num_segments) if mode == "stream" else ClipPredictor(runner, num_segments, stride)
         return LoadedModel(predictor, labels, runner.image_size, mode)
     if mode == "stream":
-        raise PredictError(f"{path} is a clip model; --mode stream needs a streaming model (model_streaming_*.tflite, or a checkpoint trained with --shift causal)")
+        raise PredictError(f"{path} is a clip model; --mode stream needs a streaming model (model_streaming*.tflite / .onnx, model_keras_streaming_*.tflite, or a checkpoint trained with --shift causal)")
     _check_clip_input(path)
     runner = load_runner(path)
     labels = _labels_beside(path, None)
@@ -145,7 +148,8 @@ def _card_segments(path: Path) -> int:
     """T of a streaming model (its clip length in training), from the model card beside it."""
     card_path = path.parent / "model_card.json"
     card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
-    segments = card.get("streaming", {}).get("num_segments") or card.get("config", {}).get("num_segments")
+    sections = [*card.get("streaming", {}).values(), card.get("config", {})]  # streaming: one section a route
+    segments = next((section["num_segments"] for section in sections if "num_segments" in section), None)
     if segments is None:
         raise PredictError(f"{card_path} with the model's frame count (num_segments) not found beside {path}")
     return int(segments)
@@ -243,14 +247,19 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def annotate(frame: np.ndarray, label: str, confidence: float) -> np.ndarray:
-    """The label and a confidence bar on a BGR frame (OpenCV's fonts are ASCII only: other labels as '?')."""
+    """The label and a confidence bar on a BGR frame. The text goes through Pillow with DejaVu Sans
+    (matplotlib's font), because OpenCV's fonts are ASCII only and Bukva's labels are Cyrillic."""
     h, w = frame.shape[:2]
-    bar = int(w * confidence)
-    cv2.rectangle(frame, (0, h - max(6, h // 20)), (bar, h), (0, 200, 0), -1)
-    scale = max(0.35, w / 640)
-    text = f"{label.encode('ascii', 'replace').decode()} {confidence:.2f}"
-    cv2.putText(frame, text, (4, int(20 * scale) + 2), cv2.FONT_HERSHEY_SIMPLEX, scale * 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.rectangle(frame, (0, h - max(6, h // 20)), (int(w * confidence), h), (0, 200, 0), -1)
+    image = Image.fromarray(frame)  # white on black: the same in BGR as in RGB
+    ImageDraw.Draw(image).text((4, 2), f"{label} {confidence:.2f}", font=_font(max(10, h // 16)), fill=(255, 255, 255), stroke_width=1, stroke_fill=(0, 0, 0))
+    frame[:] = np.asarray(image)
     return frame
+
+
+@functools.cache
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(font_manager.findfont("DejaVu Sans", fallback_to_default=False), size)
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -340,8 +349,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m torch_tsm.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("video", type=Path, nargs="?", help="a video file (or use --camera)")
     parser.add_argument("--camera", type=int, help="run live on camera N instead of a video")
-    parser.add_argument("--model", type=Path, required=True, help="checkpoint, .onnx, SavedModel folder, clip or streaming .tflite")
-    parser.add_argument("--mode", choices=("clip", "stream"), help="default: stream for a streaming .tflite, clip otherwise")
+    parser.add_argument("--model", type=Path, required=True, help="checkpoint, SavedModel folder, clip or streaming .onnx / .tflite")
+    parser.add_argument("--mode", choices=("clip", "stream"), help="default: stream for a streaming model file, clip otherwise")
     parser.add_argument("--frame-step", type=int, default=2, help="feed every N-th decoded frame to the model")
     parser.add_argument("--stride", type=int, default=2, help="clip mode: a prediction every N kept frames")
     parser.add_argument("--smooth", type=int, default=0, help="stream mode: mean over the last N frame logits (default: T)")

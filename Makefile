@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUN := $(BIN)/python
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench full-size-parity install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,18 @@ test: install
 # Speed, memory and size figures into BENCHMARKS.md (about 6 minutes on 2 cores once bench/.work/ is built).
 bench: install
 	$(PASSIVE) $(RUN) -m bench.run
+
+# Parity at the deployed size (224 px, width 1.0), on models trained briefly on the built-in data:
+# the clip model by both routes, then a causal model's streaming models by both routes. Each
+# conversion prints its parity table and exits non-zero on a miss. About 75 minutes on 2 cores.
+FULL_SIZE := --image-size 224 --width-mult 1.0 --synthetic-clips 640 200 --max-epochs 4 --batch-size 8
+full-size-parity: install
+	$(PASSIVE) $(RUN) -m torch_tsm.train $(FULL_SIZE) --output models/full-224
+	$(PASSIVE) $(RUN) -m conversion.to_tflite --checkpoint models/full-224/best.ckpt --route onnx
+	$(PASSIVE) $(RUN) -m conversion.to_tflite --checkpoint models/full-224/best.ckpt --route keras
+	$(PASSIVE) $(RUN) -m torch_tsm.train $(FULL_SIZE) --shift causal --output models/full-224-causal
+	$(PASSIVE) $(RUN) -m conversion.to_tflite --checkpoint models/full-224-causal/best.ckpt --streaming --calibration-clips 64 --route onnx
+	$(PASSIVE) $(RUN) -m conversion.to_tflite --checkpoint models/full-224-causal/best.ckpt --streaming --calibration-clips 64 --route keras
 
 clean:
 	rm -rf $(VENV) build *.egg-info

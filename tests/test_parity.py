@@ -11,13 +11,14 @@ import pytest
 import torch
 
 from conversion import parity
-from conversion.clips import held_out_clips, read_card
+from conversion.clips import data_module, held_out_clips, load_clips, read_card
 from conversion.runtimes import KerasRunner, TorchRunner, load_runner
 from conversion.streaming import STREAMING_FILES, StreamingTFLiteRunner, load_stream_runner
 from conversion.to_tflite import convert
 from tests.conftest import smooth_clips, with_real_batchnorm_statistics
 from tf_reference import from_torch_model
 from torch_tsm.model import build_model, load_model
+from torch_tsm.train import main as train_main
 
 pytestmark = pytest.mark.parity
 
@@ -108,20 +109,26 @@ def sensitive_model(shift: str, num_segments: int, width_mult: float = 0.35, ima
     return model
 
 
-# The trained model is causal; the other modes and another frame count on sensitive random models.
+# The session's trained model is causal. Each other shift mode, and another frame count, gets a
+# brief training run of its own (half a minute), so that parity is measured on trained weights. The
+# float routes are judged. uint8 is not: a briefly trained model has small margins, and a model without
+# the shift cannot have any between the two classes of a direction pair (the same frames in another
+# order), so its arg-max there is a coin toss that uint8 rounding flips; uint8 is judged on the
+# session's well-trained model and at full size (README, Parity).
 @pytest.mark.parametrize("shift, num_segments", [("bidirectional", 8), ("none", 8), ("bidirectional", 4)])
-def test_float_routes_for_every_shift_mode_and_frame_count(shift, num_segments, tmp_path):
-    model = sensitive_model(shift, num_segments)
-    clips = smooth_clips(24, num_segments, 32, seed=7).permute(0, 1, 3, 4, 2).round().clamp(0, 255).to(torch.uint8).numpy()
-    logits = TorchRunner(model)(clips)
-    assert np.abs(logits).max() > 1 and logits.argmax(1).tolist().count(logits.argmax(1)[0]) < len(clips)  # not degenerate
-    figures = convert(model, tmp_path, clips[:16], held_out=(clips, None))
-    rows = {(row["route"], row["inputs"]): row for row in figures["parity"]}
-    for (route, inputs), row in rows.items():
-        if not route.endswith("u8"):
-            assert row["verdict"] == "pass", (route, inputs, row)
-    keras_logits = KerasRunner(from_torch_model(model, image_size=32))(clips)
-    assert parity.measure("keras", "smooth clips", logits, keras_logits, None, False).verdict == "pass"
+def test_float_routes_on_a_model_trained_with_each_shift_mode(shift, num_segments, tmp_path):
+    run = train_main(["--output", str(tmp_path / "run"), "--shift", shift, "--num-segments", str(num_segments), "--synthetic-clips", "800", "200", "--max-epochs", "3"])
+    model = load_model(run / "best.ckpt")
+    card = read_card(run)
+    clips, labels = held_out_clips(card, 64)
+    calibration, _ = load_clips(data_module(card["config"]), "train", 16)
+    assert (TorchRunner(model)(clips).argmax(1) == labels).mean() > 0.3  # trained: well above chance (10%)
+    figures = convert(model, tmp_path / "converted", calibration, held_out=(clips, None))
+    float_rows = [row for row in figures["parity"] if not row["quantized"]]
+    assert {row["route"] for row in float_rows} == {"onnx", "savedmodel", "tflite-f32"}
+    assert all(row["verdict"] == "pass" for row in float_rows), float_rows
+    keras_logits = KerasRunner(from_torch_model(model, image_size=model.image_size))(clips)
+    assert parity.measure("keras", "held-out clips", TorchRunner(model)(clips), keras_logits, labels, False).verdict == "pass"
 
 
 @pytest.mark.slow

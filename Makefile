@@ -33,7 +33,7 @@ bench: install
 
 # Parity at the deployed size (224 px, width 1.0), on models trained briefly on the built-in data:
 # the clip model by both routes, then a causal model's streaming models by both routes. Each
-# conversion prints its parity table and exits non-zero on a miss. About 75 minutes on 2 cores.
+# conversion prints its parity table and exits non-zero on a miss. About an hour on 2 cores (62 min here).
 FULL_SIZE := --image-size 224 --width-mult 1.0 --synthetic-clips 640 200 --max-epochs 4 --batch-size 8
 full-size-parity: install
 	$(PASSIVE) $(RUN) -m torch_tsm.train $(FULL_SIZE) --output models/full-224

@@ -20,7 +20,7 @@ from bench.latency import tflite_call
 from bench.models import ModelSpec, benchmark_models, converted_model, spec, synthetic_data, write_checkpoint
 from conversion.clips import load_clips
 from conversion.inspect import inspect_tflite
-from conversion.streaming import STREAMING_FILES, StreamingTFLiteRunner, convert_streaming
+from conversion.streaming import STREAMING_FILES, StreamingTFLiteRunner, convert_streaming, tflite_stage
 from torch_tsm.model import load_model
 
 
@@ -30,7 +30,7 @@ def streaming_model(settings: Settings, route: str) -> tuple[Path, float]:
     causal = spec(settings, "causal")
     folder = WORK / f"streaming-{route}-{causal.key}"
     record = folder / "bench.json"
-    (model_file,) = [file for name, file in STREAMING_FILES[route].items() if name.endswith("u8")]
+    model_file = STREAMING_FILES[route][tflite_stage(route, "u8")]
     if record.is_file() and (folder / model_file).is_file():
         return folder / model_file, json.loads(record.read_text())["seconds"]
     shutil.rmtree(folder, ignore_errors=True)

@@ -57,6 +57,12 @@ STREAMING_FILES = {  # conversion route -> {parity route: file}
 CLIPS_PER_CALIBRATION_STREAM = 4  # calibration streams start from zeros, then carry buffers across clips
 
 
+def tflite_stage(route: str, precision: str) -> str:
+    """The parity route of a conversion route's "f32" or "u8" streaming TFLite model (its key in STREAMING_FILES[route])."""
+    (stage,) = [stage for stage in STREAMING_FILES[route] if stage.endswith(precision)]
+    return stage
+
+
 def input_names(num_buffers: int) -> list[str]:
     return ["frame", *(f"buffer_{i}" for i in range(num_buffers))]
 
@@ -395,7 +401,7 @@ def convert_streaming(
     clips, labels = held_out if held_out is not None else (calibration, None)
     random_clips = random_pixel_clips(8, model.num_segments, size)
     files = STREAMING_FILES[route]
-    f32_route, u8_route = (name for name, file in files.items() if file.endswith(".tflite"))
+    f32_route, u8_route = tflite_stage(route, "f32"), tflite_stage(route, "u8")
 
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".converting-streaming-", dir=output_dir) as scratch:

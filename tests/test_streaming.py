@@ -12,7 +12,7 @@ from conversion.clips import held_out_clips, read_card
 from conversion.errors import ConversionError
 from conversion.inspect import inspect_tflite
 from conversion.runtimes import TorchRunner
-from conversion.streaming import STREAMING_FILES, StreamingTFLiteRunner, TorchStreamRunner, convert_streaming, is_streaming_onnx, is_streaming_tflite
+from conversion.streaming import STREAMING_FILES, StreamingTFLiteRunner, TorchStreamRunner, convert_streaming, is_streaming_onnx, is_streaming_tflite, tflite_stage
 from torch_tsm.model import MobileNetV2TSM, build_model, load_model
 from torch_tsm.streaming import Stream, StreamingTSM
 from tests.conftest import smooth_clips, with_real_batchnorm_statistics
@@ -106,8 +106,7 @@ ROUTES = ("onnx", "keras")
 
 def stream_file(folder, route: str, precision: str):
     # route "onnx" or "keras", precision "f32" or "u8" -> that streaming model's path in folder
-    (name,) = [file for stage, file in STREAMING_FILES[route].items() if stage.endswith(precision)]
-    return folder / name
+    return folder / STREAMING_FILES[route][tflite_stage(route, precision)]
 
 
 def test_writes_the_streaming_models_of_both_routes_and_their_figures(streaming_converted):

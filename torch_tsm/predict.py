@@ -251,9 +251,11 @@ def annotate(frame: np.ndarray, label: str, confidence: float) -> np.ndarray:
     (matplotlib's font), because OpenCV's fonts are ASCII only and Bukva's labels are Cyrillic."""
     h, w = frame.shape[:2]
     cv2.rectangle(frame, (0, h - max(6, h // 20)), (int(w * confidence), h), (0, 200, 0), -1)
-    image = Image.fromarray(frame)  # white on black: the same in BGR as in RGB
-    ImageDraw.Draw(image).text((4, 2), f"{label} {confidence:.2f}", font=_font(max(10, h // 16)), fill=(255, 255, 255), stroke_width=1, stroke_fill=(0, 0, 0))
-    frame[:] = np.asarray(image)
+    size = max(10, h // 16)
+    strip = frame[: min(h, 2 * size + 8)]  # only the rows the text covers go through Pillow, once per frame
+    image = Image.fromarray(strip)  # white on black: the same in BGR as in RGB
+    ImageDraw.Draw(image).text((4, 2), f"{label} {confidence:.2f}", font=_font(size), fill=(255, 255, 255), stroke_width=1, stroke_fill=(0, 0, 0))
+    strip[:] = np.asarray(image)
     return frame
 
 

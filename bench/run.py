@@ -1,4 +1,4 @@
-"""python -m bench.run [--quick]: every benchmark of issue 6, written to BENCHMARKS.md.
+"""python -m bench.run [--quick]: every benchmark, written to BENCHMARKS.md.
 
 The converted 224 px models are cached in bench/.work/ (the first run converts them: minutes); delete
 that folder to measure their conversion again. --quick measures at 64 px, width 0.5 with fewer runs: a
@@ -10,7 +10,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from bench import conversion_time, latency, memory, model_files, streaming_latency, training
+from bench import conversion_time, latency, loader, memory, model_files, streaming_latency, training
 from bench.common import Report, Settings, load_average, machine, markdown_table, settings
 
 OUTPUT = Path("BENCHMARKS.md")
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     run_settings = settings(parser.parse_args(argv).quick)
     started, clock, load_at_start = datetime.now(), time.perf_counter(), load_average()
     # Conversion first: it builds the cached models that the latency and model-file rows run.
-    reports = [module.measure(run_settings) for module in (conversion_time, latency, model_files, training, memory, streaming_latency)]
+    reports = [module.measure(run_settings) for module in (conversion_time, latency, model_files, training, memory, streaming_latency, loader)]
     text = render(run_settings, reports, started, time.perf_counter() - clock, (load_at_start, load_average()))
     OUTPUT.write_text(text, encoding="utf-8")
     print(text)

@@ -46,7 +46,7 @@ def load_clips(data: ClipDataModule, split: str, count: int) -> tuple[np.ndarray
     dataset = data.dataset(split, train=False)
     picks = np.unique(np.linspace(0, len(dataset) - 1, min(count, len(dataset))).astype(int))
     items = [item for item in (dataset[int(i)] for i in picks) if item is not None]
-    clips = np.stack([clip.permute(0, 2, 3, 1).numpy().astype(np.uint8) for clip, _ in items])
+    clips = np.stack([clip.permute(0, 2, 3, 1).numpy() for clip, _ in items])
     return clips, np.array([label for _, label in items])
 
 

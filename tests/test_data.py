@@ -1,4 +1,5 @@
 import logging
+import os
 
 import cv2
 import numpy as np
@@ -7,7 +8,7 @@ import torch
 
 from torch_tsm.datamodule import ClipDataModule
 from torch_tsm.datasets import ClipDataset, collate_clips, read_bukva, read_frame_folders
-from torch_tsm.frames import LETTERBOX_GREY, FrameTransform, read_video_frames, segment_indices
+from torch_tsm.frames import LETTERBOX_GREY, MULTISCALE_SCALES, FrameTransform, _multiscale_box, read_video_frames, resize_frame, segment_indices
 from torch_tsm.labels import BUKVA_LABELS, read_labels, write_labels
 from torch_tsm.synthetic import DIRECTION_PAIRS, SYNTHETIC_LABELS, SyntheticClip, synthetic_clips
 
@@ -44,6 +45,43 @@ def test_one_crop_and_flip_for_all_frames_of_a_clip():
     for seed in range(10):
         clip = transform(frames, np.random.default_rng(seed))
         assert np.array_equal(clip[0], clip[1])
+
+
+def test_multiscale_boxes_follow_the_baseline_scales():
+    rng = np.random.default_rng(0)
+    sides = {round(s * 200) for s in MULTISCALE_SCALES}  # int() of 200 x scale, within a pixel
+    seen = set()
+    for _ in range(300):
+        top, bottom, left, right = _multiscale_box(200, 300, rng)
+        h, w = bottom - top, right - left
+        assert 0 <= top and bottom <= 200 and 0 <= left and right <= 300
+        assert any(abs(h - s) <= 1 for s in sides) and any(abs(w - s) <= 1 for s in sides)
+        steps = [min(range(4), key=lambda i: abs(MULTISCALE_SCALES[i] * 200 - side)) for side in (h, w)]
+        assert abs(steps[0] - steps[1]) <= 1  # mmaction2's max_wh_scale_gap=1
+        seen.add((h, w))
+    assert len(seen) == 10  # every allowed pair of the 4 scales is drawn: 4 equal + 2 x 3 neighbours
+
+
+def test_multiscale_letterboxes_its_crop_and_evaluates_on_the_whole_frame():
+    frame = np.full((90, 160, 3), 200, np.uint8)
+    train = FrameTransform(64, resize="multiscale", train=True)([frame], np.random.default_rng(1))[0]
+    evaluation = FrameTransform(64, resize="multiscale")([frame], np.random.default_rng(1))[0]
+    assert np.array_equal(evaluation, FrameTransform(64)([frame], np.random.default_rng(1))[0])  # = letterbox
+    assert not np.array_equal(train, evaluation) and (train == LETTERBOX_GREY).any()
+
+
+def test_resize_keeps_pictures_and_filters_detail_it_cannot_show():
+    rng = np.random.default_rng(0)
+    smooth = cv2.GaussianBlur(rng.integers(0, 255, (1080, 1920, 3), dtype=np.uint8), (0, 0), 4)
+    area = cv2.resize(smooth, (455, 256), interpolation=cv2.INTER_AREA).astype(float)
+    ours = resize_frame(smooth, (455, 256))
+    assert ours.shape == (256, 455, 3) and np.abs(ours - area).mean() < 1  # measured 0.44
+    # 1-pixel stripes at Full HD are finer than 256 px can show: an area filter makes them flat grey
+    # (OpenCV's one-step area resize leaves a std of 6), one bilinear resize samples them into moire.
+    stripes = np.zeros((1080, 1920, 3), np.uint8)
+    stripes[:, ::2] = 255
+    assert resize_frame(stripes, (455, 256)).std() < 1
+    assert cv2.resize(stripes, (455, 256), interpolation=cv2.INTER_LINEAR).std() > 50
 
 
 def write_video(path, frames, fps=10):
@@ -141,6 +179,19 @@ def test_frame_folders(tmp_path):
     assert data.labels == ["wave", "clap", "snap"]
 
 
+def test_frame_folders_skip_escaping_names_and_unknown_labels(tmp_path, caplog):
+    (tmp_path / "v1").mkdir()
+    cv2.imwrite(str(tmp_path / "v1" / "00000.jpg"), numbered_frames(2)[1])
+    write_labels(["wave", "clap"], tmp_path / "labels.txt")
+    rows = ["video\tlabel\tsplit", "v1\twave\ttrain", "../v1\twave\ttrain", "v1\tdance\ttrain"]
+    (tmp_path / "annotations.tsv").write_text("\n".join(rows) + "\n")
+    with caplog.at_level(logging.WARNING):
+        clips, report = read_frame_folders(tmp_path, "train")
+    assert [(c.name, c.label) for c in clips] == [(str(tmp_path / "v1"), 0)]
+    assert len(report.problems) == 2
+    assert "video '../v1' is not a plain folder name" in caplog.text and "unknown label 'dance'" in caplog.text
+
+
 def test_labels_file_round_trip(tmp_path):
     write_labels(BUKVA_LABELS, tmp_path / "labels.txt")
     assert read_labels(tmp_path / "labels.txt") == BUKVA_LABELS
@@ -173,7 +224,34 @@ def test_datamodule_batches(tmp_path):
     data = ClipDataModule(num_segments=4, image_size=32, batch_size=5, num_workers=0, synthetic_sizes=(20, 10))
     data.setup("fit")
     clips, labels = next(iter(data.train_dataloader()))
-    assert clips.shape == (5, 4, 3, 32, 32) and clips.dtype == torch.float32
-    assert 0 <= clips.min() and clips.max() <= 255 and clips.max() > 1  # raw pixels, not 0..1
+    assert clips.shape == (5, 4, 3, 32, 32) and clips.dtype == torch.uint8  # the model casts on its device
+    assert clips.max() > 1  # raw pixels, not 0..1
     first = next(iter(data.val_dataloader()))[0]
     assert torch.equal(first, next(iter(data.val_dataloader()))[0])  # evaluation is deterministic
+
+
+def training_pixels(num_workers: int, epochs: int = 2) -> list[dict[int, torch.Tensor]]:
+    # -> per epoch, {label: the clip drawn for it}; one clip per label
+    data = ClipDataModule(num_segments=4, image_size=32, batch_size=4, num_workers=num_workers, synthetic_sizes=(8, 4))
+    data.setup("fit")
+    loader, drawn = data.train_dataloader(), []
+    for epoch in range(epochs):
+        data.train_set.set_epoch(epoch)
+        drawn.append({int(label): clip for clips, labels in loader for clip, label in zip(clips, labels)})
+    return drawn
+
+
+def test_training_draws_new_frames_each_epoch_whatever_the_worker_count():
+    # Workers persist across epochs; without the epoch in the draw, every epoch would see the same frames.
+    zero, two = training_pixels(0), training_pixels(2)
+    assert all(not torch.equal(zero[0][label], zero[1][label]) for label in zero[0])
+    assert all(torch.equal(zero[epoch][label], two[epoch][label]) for epoch in (0, 1) for label in zero[0])
+
+
+def test_loader_defaults_are_ready_for_a_gpu():
+    data = ClipDataModule(synthetic_sizes=(24, 12), batch_size=4)
+    data.setup("fit")
+    loader = data.train_dataloader()
+    assert data.num_workers == len(os.sched_getaffinity(0))
+    assert loader.persistent_workers and loader.prefetch_factor == 2
+    assert not loader.pin_memory  # no trainer on a GPU here: pinning would only cost

@@ -3,14 +3,40 @@
 from pathlib import Path
 
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader
+from pytorch_lightning.accelerators import CUDAAccelerator
+from torch.utils.data import DataLoader, DistributedSampler
 
-from torch_tsm.datasets import ClipDataset, collate_clips, frame_folder_labels, read_bukva, read_frame_folders
+from torch_tsm.datasets import ClipDataset, collate_clips, frame_folder_labels, read_bukva, read_frame_folders, usable_cores
 from torch_tsm.frames import FrameTransform
 from torch_tsm.labels import BUKVA_LABELS
 from torch_tsm.synthetic import SYNTHETIC_LABELS, synthetic_clips
 
 DATA_KINDS = ("synthetic", "bukva", "frames")
+
+
+class EpochSampler(DistributedSampler):
+    """The training order: this process's share of a shuffle drawn from (seed, epoch), which can start
+    part-way through its epoch, so that a run resumed from a mid-epoch checkpoint trains on the rest of
+    the epoch the uninterrupted run trained on (not on its first batches again).
+
+    A DistributedSampler, so that Lightning calls set_epoch on it and leaves it in place under DDP; it
+    also tells the clips which epoch it is, for their random frames, crops and flips.
+    """
+
+    def __init__(self, dataset: ClipDataset, num_replicas: int, rank: int, seed: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.skip = 0  # indices of the current epoch already trained on (a resumed run)
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.skip = 0
+        super().set_epoch(epoch)
+        self.dataset.set_epoch(epoch)
+
+    def __iter__(self):
+        indices = list(super().__iter__())[self.skip :]
+        self.skip = 0
+        return iter(indices)
 
 
 class ClipDataModule(pl.LightningDataModule):
@@ -21,7 +47,7 @@ class ClipDataModule(pl.LightningDataModule):
         num_segments: int = 8,
         image_size: int = 64,
         batch_size: int = 12,
-        num_workers: int = 2,
+        num_workers: int | None = None,  # None: every usable core
         resize: str = "letterbox",
         flip: bool | None = None,
         seed: int = 0,
@@ -38,7 +64,7 @@ class ClipDataModule(pl.LightningDataModule):
         self.num_segments = num_segments
         self.image_size = image_size
         self.batch_size = batch_size
-        self.num_workers = num_workers
+        self.num_workers = usable_cores() if num_workers is None else num_workers
         self.resize = resize
         # Flipping would swap the synthetic left/right classes; for people it mirrors handedness only.
         self.flip = (data != "synthetic") if flip is None else flip
@@ -46,6 +72,7 @@ class ClipDataModule(pl.LightningDataModule):
         self.synthetic_sizes = synthetic_sizes
         self.bukva_source = bukva_source
         self.skipped: dict[str, int] = {}
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches done) from a mid-epoch checkpoint
 
     @property
     def labels(self) -> list[str]:
@@ -77,18 +104,46 @@ class ClipDataModule(pl.LightningDataModule):
         return ClipDataset(self.clips(split), self.num_segments, transform, self.seed)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        trainer = self.trainer
+        sampler = EpochSampler(self.train_set, trainer.world_size if trainer else 1, trainer.global_rank if trainer else 0, self.seed)
+        if self.resume_at is not None:
+            # Set before Lightning first iterates the loader (workers start drawing at once), and it does
+            # not call on_train_epoch_start for an epoch resumed mid-way.
+            epoch, batches = self.resume_at
+            sampler.set_epoch(epoch)
+            sampler.skip = batches * self.batch_size
+        return self._loader(self.train_set, sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set)
 
-    def _loader(self, dataset: ClipDataset, shuffle: bool) -> DataLoader:
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint: where in its epoch the training order stands."""
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if done >= trainer.num_training_batches:  # saved at an epoch's end: a resumed run starts the next one
+            return {"epoch": trainer.current_epoch + 1, "batches_done": 0}
+        return {"epoch": trainer.current_epoch, "batches_done": done}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            self.resume_at = (state["epoch"], state["batches_done"])
+
+    def _loader(self, dataset: ClipDataset, sampler: EpochSampler | None = None) -> DataLoader:
+        workers = self.num_workers > 0
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle and len(dataset) > self.batch_size,  # BatchNorm needs more than one clip
+            sampler=sampler,
+            drop_last=sampler is not None and len(dataset) > self.batch_size,  # BatchNorm needs more than one clip
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=workers,
+            # Two batches ready per worker: with 16 workers, 32 batches hide a slow video, and at batch 64
+            # (uint8, 8 x 224 px) they hold 2.5 GB of shared memory; more would buy nothing but memory.
+            prefetch_factor=2 if workers else None,
+            # Page-locked batches copy to the GPU asynchronously; pointless (and costly) without one.
+            pin_memory=self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator),
             collate_fn=collate_clips,
         )

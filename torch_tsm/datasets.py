@@ -95,36 +95,58 @@ class SkipReport:
         return line
 
 
-def read_bukva(root: Path, split: str, source: str = "trimmed") -> tuple[list[VideoClip], SkipReport]:
-    """Clips of the Bukva layout for split 'train' (train=True) or 'val' (train=False)."""
+@dataclass(frozen=True)
+class BukvaEntry:
+    """One usable row of Bukva's annotations.tsv whose video file exists."""
+
+    attachment_id: str
+    path: Path
+    label: int
+    train: bool
+    user_id: str
+    cut: tuple[int, int] | None  # [begin, end) frames of the sign in an original video; None for trimmed videos
+
+
+def bukva_entries(root: Path, source: str, report: SkipReport, split: str | None = None) -> list[BukvaEntry]:
+    """The rows of ROOT/annotations.tsv (of one split, or all) with a plain id, a known label and an existing
+    video in ROOT/<source>/; the other rows are reported to `report`. No video is opened here."""
     root = Path(root)
     rows = _read_tsv(root / "annotations.tsv", {"attachment_id", "text", "begin", "end", "train"})
     videos = _files_by_stem(root / source)
-    report = SkipReport(f"bukva {split} ({root})")
-    wanted = "True" if split == "train" else "False"
-    candidates = []
+    entries = []
     for row in rows:
-        if row["train"].strip() != wanted:
+        train = row["train"].strip() == "True"
+        if split is not None and train != (split == "train"):
             continue
-        attachment = row["attachment_id"].strip()
+        attachment, text = row["attachment_id"].strip(), row["text"].strip()
         if not _is_plain_name(attachment):
             report.skip(f"{root / 'annotations.tsv'}: attachment_id {attachment!r} is not a plain file name (would escape {root})")
-        elif row["text"].strip() not in BUKVA_LABELS:
+        elif text not in BUKVA_LABELS:
             report.skip(f"{attachment}: unknown label {row['text']!r}")
         elif attachment not in videos:
             report.skip(f"{root / source / attachment}.*: missing video")
+        elif source == "original" and not (row["begin"].strip().isdigit() and row["end"].strip().isdigit()):
+            report.skip(f"{attachment}: begin/end {row['begin']!r}/{row['end']!r} are not frame numbers")
         else:
-            candidates.append((videos[attachment], BUKVA_LABELS.index(row["text"].strip()), row))
-    counts = _probe_all([path for path, _, _ in candidates], report)
+            cut = (int(row["begin"]), int(row["end"])) if source == "original" else None
+            entries.append(BukvaEntry(attachment, videos[attachment], BUKVA_LABELS.index(text), train, (row.get("user_id") or "").strip(), cut))
+    return entries
+
+
+def read_bukva(root: Path, split: str, source: str = "trimmed") -> tuple[list[VideoClip], SkipReport]:
+    """Clips of the Bukva layout for split 'train' (train=True) or 'val' (train=False)."""
+    report = SkipReport(f"bukva {split} ({root})")
+    entries = bukva_entries(root, source, report, split)
+    counts = _probe_all([entry.path for entry in entries], report)
     clips = []
-    for (path, label, row), count in zip(candidates, counts):
+    for entry, count in zip(entries, counts):
         if count is None:
             continue
-        if source == "original":
-            begin, end = int(row["begin"]), int(row["end"])
-            clips.append(VideoClip(path, label, max(1, end - begin), start=begin))
+        if entry.cut is not None:
+            begin, end = entry.cut
+            clips.append(VideoClip(entry.path, entry.label, max(1, end - begin), start=begin))
         else:
-            clips.append(VideoClip(path, label, count))
+            clips.append(VideoClip(entry.path, entry.label, count))
     report.summary(len(clips))
     return clips, report
 
@@ -166,37 +188,53 @@ def read_frame_folders(root: Path, split: str) -> tuple[list[FrameFolderClip], S
 
 
 class ClipDataset(Dataset):
-    """Item i: ((T, 3, S, S) float32 pixels 0..255, label), or None when the clip cannot be decoded."""
+    """Item i: ((T, 3, S, S) uint8 pixels, label), or None when the clip cannot be decoded.
+
+    Pixels stay uint8 until they reach the model's device: a quarter of float32's bytes through
+    worker queues, pinned memory and the host-to-device copy.
+    """
 
     def __init__(self, clips: list[ClipSource], num_segments: int, transform: FrameTransform, seed: int = 0) -> None:
         self.clips = clips
         self.num_segments = num_segments
         self.transform = transform
         self.seed = seed
+        # Shared with DataLoader workers, which live across epochs (persistent_workers): set_epoch
+        # in the main process reaches them, so each epoch draws new frames, crops and flips.
+        self.epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch.fill_(epoch)
 
     def __len__(self) -> int:
         return len(self.clips)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
         clip = self.clips[index]
-        # Training draws fresh frames every epoch (torch's per-worker seed changes each epoch);
-        # evaluation is deterministic: middle frames, no augmentation.
-        rng = np.random.default_rng([torch.initial_seed() % 2**32, index]) if self.transform.train else np.random.default_rng([self.seed, index])
+        # Training draws from (seed, epoch, clip): the same frames whatever the number of workers, and
+        # a resumed run draws what the uninterrupted run drew. Evaluation: middle frames, no augmentation.
+        train = self.transform.train
+        rng = np.random.default_rng([self.seed, int(self.epoch), index] if train else [self.seed, index])
         try:
-            indices = segment_indices(clip.num_frames, self.num_segments, rng if self.transform.train else None)
+            indices = segment_indices(clip.num_frames, self.num_segments, rng if train else None)
             frames = self.transform(clip.frames(indices), rng)
         except UnreadableVideo as error:
             log.warning("skipped %s", error)
             return None
-        return torch.from_numpy(frames).permute(0, 3, 1, 2).float(), clip.label
+        return torch.from_numpy(frames).permute(0, 3, 1, 2), clip.label
 
 
 def collate_clips(items: list[tuple[torch.Tensor, int] | None]) -> tuple[torch.Tensor, torch.Tensor] | None:
-    # -> ((B, T, 3, S, S), (B,)), dropping clips that failed to decode
+    # -> ((B, T, 3, S, S) uint8, (B,)), dropping clips that failed to decode
     items = [item for item in items if item is not None]
     if not items:
         return None
     return torch.stack([clip for clip, _ in items]), torch.tensor([label for _, label in items])
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (a container or taskset may allow fewer than the machine has)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _read_tsv(path: Path, required: set[str]) -> list[dict[str, str]]:

@@ -142,9 +142,9 @@ def clip_batches(dataset: ClipDataset, batch_size: int = 16, num_workers: int = 
 
 
 def _uint8_batch(items: list[tuple[torch.Tensor, int] | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    # ClipDataset items ((T, 3, S, S) float pixels 0..255, label) -> (decoded (B,) bool, clips, labels)
+    # ClipDataset items ((T, 3, S, S) uint8 pixels, label) -> (decoded (B,) bool, clips, labels)
     kept = [item for item in items if item is not None]
-    clips = np.stack([clip.permute(0, 2, 3, 1).numpy().astype(np.uint8) for clip, _ in kept]) if kept else np.empty((0,), np.uint8)
+    clips = np.stack([clip.permute(0, 2, 3, 1).numpy() for clip, _ in kept]) if kept else np.empty((0,), np.uint8)
     return np.array([item is not None for item in items]), clips, np.array([label for _, label in kept], np.int64)
 
 

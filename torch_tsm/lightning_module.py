@@ -9,6 +9,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from torch_tsm.model import build_model
 
+OPTIMIZERS = ("adamw", "sgd")
+
 
 class TSMClassifier(pl.LightningModule):
     def __init__(
@@ -23,8 +25,13 @@ class TSMClassifier(pl.LightningModule):
         weight_decay: float = 1e-4,
         warmup_epochs: float = 1.0,
         freeze_epochs: int = 0,
+        optimizer: str = "adamw",
+        momentum: float = 0.9,  # sgd only
+        head_lr_mult: float = 1.0,  # the classifier's learning rate is lr x this (the Bukva recipe: 10)
     ) -> None:
         super().__init__()
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {OPTIMIZERS}")
         self.save_hyperparameters()
         self.model = build_model(len(labels), num_segments, width_mult, shift, pretrained)
         self.model.labels, self.model.image_size = list(labels), image_size
@@ -36,14 +43,33 @@ class TSMClassifier(pl.LightningModule):
         self.val_top3 = MulticlassAccuracy(num_classes, top_k=min(3, num_classes), average="micro")
 
     def forward(self, clips: Tensor) -> Tensor:
-        # (N, T, 3, H, W) -> (N, K)
-        return self.model(clips)
+        # (N, T, 3, H, W) uint8 or float pixels -> (N, K); the loader sends uint8, cast here on the device
+        return self.model(clips.float())
+
+    def on_train_start(self) -> None:
+        self._freeze_backbone_if_due()  # a run resumed mid-epoch gets no on_train_epoch_start for that epoch
 
     def on_train_epoch_start(self) -> None:
+        self._freeze_backbone_if_due()
+
+    def _freeze_backbone_if_due(self) -> None:
         # The original two-stage recipe: train the classifier on a frozen backbone first.
         frozen = self.current_epoch < self.hparams.freeze_epochs
         for parameter in self.model.features.parameters():
             parameter.requires_grad_(not frozen)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Dropout draws from torch's generator: a resumed run must continue its stream, not restart it.
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.resumed_rng_state = checkpoint.get("torch_rng_state")
+
+    def on_train_batch_start(self, batch: object, batch_index: int) -> None:
+        # Restored here, not on load: starting the loaders in between draws from the generator too.
+        if getattr(self, "resumed_rng_state", None) is not None:
+            torch.set_rng_state(self.resumed_rng_state)
+            self.resumed_rng_state = None
 
     def training_step(self, batch: tuple[Tensor, Tensor] | None, batch_index: int) -> Tensor | None:
         if batch is None:  # every clip of the batch failed to decode (already reported)
@@ -68,7 +94,15 @@ class TSMClassifier(pl.LightningModule):
         self.log("val_top3", self.val_top3)
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        hp = self.hparams
+        groups = [
+            {"params": self.model.features.parameters(), "lr": hp.lr},
+            {"params": self.model.classifier.parameters(), "lr": hp.lr * hp.head_lr_mult},
+        ]
+        if hp.optimizer == "sgd":
+            optimizer = torch.optim.SGD(groups, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        else:
+            optimizer = torch.optim.AdamW(groups, weight_decay=hp.weight_decay)
         total = max(1, self.trainer.estimated_stepping_batches)
         warmup = min(total - 1, round(self.hparams.warmup_epochs * total / max(1, self.trainer.max_epochs)))
 

@@ -15,7 +15,7 @@ def predict_logits(model: torch.nn.Module, dataset: ClipDataset, batch_size: int
     outputs, targets = [], []
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_clips):
         if batch is not None:
-            outputs.append(model(batch[0]))
+            outputs.append(model(batch[0].float()))
             targets.append(batch[1])
     return torch.cat(outputs), torch.cat(targets)
 

@@ -2,6 +2,9 @@
 
 With no argument it trains the demo: MobileNetV2-TSM width 0.5 at 64 px on the built-in dataset.
 Multi-GPU or multi-node runs need flags only, e.g. --accelerator gpu --devices 4 --strategy ddp.
+The Bukva authors' recipe (SGD, 10x learning rate on the classifier, clipping, multi-scale crop):
+    --optimizer sgd --lr 0.02 --weight-decay 2e-5 --head-lr-mult 10 --gradient-clip 20
+    --warmup-epochs 20 --max-epochs 100 --resize multiscale --pretrained imagenet
 """
 
 import argparse
@@ -16,8 +19,9 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
 from torch_tsm.datamodule import DATA_KINDS, ClipDataModule
+from torch_tsm.frames import RESIZE_MODES
 from torch_tsm.labels import write_labels
-from torch_tsm.lightning_module import TSMClassifier
+from torch_tsm.lightning_module import OPTIMIZERS, TSMClassifier
 from torch_tsm.metrics import accuracy_figures, pair_accuracy, predict_logits
 from torch_tsm.model import load_model
 from torch_tsm.shift import SHIFT_MODES
@@ -30,9 +34,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--data", choices=DATA_KINDS, default="synthetic")
     data.add_argument("--data-root", type=Path, help="dataset folder (bukva, frames)")
     data.add_argument("--bukva-source", choices=("trimmed", "original"), default="trimmed", help="Bukva videos: trimmed/, or original/ cut by begin/end")
-    data.add_argument("--resize", choices=("letterbox", "crop"), default="letterbox")
+    data.add_argument("--resize", choices=RESIZE_MODES, default="letterbox", help="multiscale: the Bukva baseline's multi-scale crop + letterbox in training")
+    data.add_argument("--flip", action=argparse.BooleanOptionalAction, help="random horizontal flip in training (default: on for bukva and frames, off for synthetic)")
     data.add_argument("--synthetic-clips", type=int, nargs=2, default=(1600, 400), metavar=("TRAIN", "VAL"))
-    data.add_argument("--num-workers", type=int, default=2)
+    data.add_argument("--num-workers", type=int, help="DataLoader worker processes (default: every usable core)")
     model = parser.add_argument_group("model")
     model.add_argument("--num-segments", type=int, default=8)
     model.add_argument("--image-size", type=int, default=64)
@@ -43,8 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     training.add_argument("--output", type=Path, help="run folder (default: models/<data>-<shift>-<time>)")
     training.add_argument("--max-epochs", type=int, default=6)
     training.add_argument("--batch-size", type=int, default=12)
+    training.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
     training.add_argument("--lr", type=float, default=2e-3)
+    training.add_argument("--momentum", type=float, default=0.9, help="sgd only")
     training.add_argument("--weight-decay", type=float, default=1e-4)
+    training.add_argument("--head-lr-mult", type=float, default=1.0, help="the classifier's learning rate is --lr times this")
+    training.add_argument("--gradient-clip", type=float, metavar="NORM", help="clip the gradient's norm to this")
     training.add_argument("--warmup-epochs", type=float, default=1.0)
     training.add_argument("--freeze-epochs", type=int, default=0, help="epochs with a frozen backbone first")
     training.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS", help="also save last.ckpt every N steps (long epochs)")
@@ -77,11 +86,11 @@ def main(argv: list[str] | None = None) -> Path:
     pl.seed_everything(args.seed, workers=True)
     data = ClipDataModule(
         args.data, args.data_root, args.num_segments, args.image_size, args.batch_size, args.num_workers,
-        args.resize, seed=args.seed, synthetic_sizes=tuple(args.synthetic_clips), bukva_source=args.bukva_source,
+        args.resize, args.flip, seed=args.seed, synthetic_sizes=tuple(args.synthetic_clips), bukva_source=args.bukva_source,
     )
     module = TSMClassifier(
         data.labels, args.num_segments, args.width_mult, args.shift, args.image_size, args.pretrained,
-        args.lr, args.weight_decay, args.warmup_epochs, args.freeze_epochs,
+        args.lr, args.weight_decay, args.warmup_epochs, args.freeze_epochs, args.optimizer, args.momentum, args.head_lr_mult,
     )
     best = ModelCheckpoint(dirpath=output, filename="best", monitor="val_acc", mode="max", enable_version_counter=False)
     last = ModelCheckpoint(dirpath=output, filename="last", enable_version_counter=False, every_n_train_steps=args.checkpoint_every or None)
@@ -93,6 +102,7 @@ def main(argv: list[str] | None = None) -> Path:
         strategy=args.strategy,
         num_nodes=args.num_nodes,
         precision=args.precision,
+        gradient_clip_val=args.gradient_clip,
         callbacks=[best, last],
         logger=CSVLogger(output, name="logs", version=""),
         log_every_n_steps=10,
@@ -117,7 +127,8 @@ def write_model_card(output: Path, args: argparse.Namespace, data: ClipDataModul
         "model": "MobileNetV2-TSM",
         "checkpoint": "best.ckpt",
         "labels": data.labels,
-        "config": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
+        # as run: the data defaults resolved (flip per data kind, workers per machine)
+        "config": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()} | {"flip": data.flip, "num_workers": data.num_workers},
         "input": {"shape": ["N", args.num_segments, 3, args.image_size, args.image_size], "pixels": "RGB 0..255, normalized inside the model"},
         "validation": validation,
         "validation_clips": len(targets),

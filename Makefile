@@ -1,12 +1,26 @@
 # Two entry points on a fresh machine: `make demo` and `make test`. Both create .venv on first use.
-PYTHON ?= python3.11
-VENV := .venv
+
+# Python 3.11, 3.12 or 3.13 (requires-python in pyproject.toml). PYTHON=... chooses; otherwise the first
+# of these that runs and is a supported version: python3.11 (what CI tests), python3.12, python3.13, python3.
+SUPPORTED := 3.11, 3.12 or 3.13
+SUPPORTED_CHECK := import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(firstword $(foreach p,python3.11 python3.12 python3.13 python3,$(shell $(p) -c '$(SUPPORTED_CHECK)' >/dev/null 2>&1 && echo $(p))))
+endif
+VENV ?= .venv
 BIN := $(VENV)/bin
 RUN := $(BIN)/python
 
-.PHONY: demo test bench full-size-parity install clean
+.PHONY: demo test wheel-check bench full-size-parity install clean
 
 $(BIN)/python:
+	@if [ -z "$(PYTHON)" ]; then \
+		echo "No supported Python found: this project needs Python $(SUPPORTED); tried python3.11, python3.12, python3.13 and python3." >&2; \
+		echo "Install one, or name it: make $(or $(MAKECMDGOALS),demo) PYTHON=/path/to/python3.12" >&2; exit 1; \
+	elif ! $(PYTHON) -c '$(SUPPORTED_CHECK)' >/dev/null 2>&1; then \
+		echo "PYTHON=$(PYTHON) is not a working Python $(SUPPORTED): $$($(PYTHON) --version 2>&1 | head -1)" >&2; exit 1; \
+	fi
+	@echo "creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version 2>&1))"
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
@@ -27,6 +41,11 @@ PASSIVE := OMP_WAIT_POLICY=passive
 test: install
 	$(PASSIVE) $(RUN) -m pytest -q
 
+# The package as pip installs it, away from the source tree: builds the wheel, installs it into a venv
+# that borrows $(VENV)'s dependencies, and runs every command from an empty folder (.ci/wheel-check).
+wheel-check: install
+	$(PASSIVE) bash .ci/wheel-check $(RUN)
+
 # Speed, memory and size figures into BENCHMARKS.md (about 6 minutes on 2 cores once bench/.work/ is built).
 bench: install
 	$(PASSIVE) $(RUN) -m bench.run
@@ -44,4 +63,4 @@ full-size-parity: install
 	$(PASSIVE) $(RUN) -m conversion.to_tflite --checkpoint models/full-224-causal/best.ckpt --streaming --calibration-clips 64 --route keras
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info

@@ -5,6 +5,7 @@ The ONNX graph takes the clip as a batch of frames, `frames (T, 3, H, W)` float 
 (1, T, H, W, 3) of the TFLite model is added afterwards in TensorFlow, as a plain reshape.
 """
 
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import onnx
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from conversion.errors import ConversionError
+from torch_tsm.cli import ignoring_warning
 from torch_tsm.model import MobileNetV2TSM
 
 OPSET = 17
@@ -35,11 +37,18 @@ def export_onnx(model: MobileNetV2TSM, path: Path, image_size: int) -> None:
     example = torch.zeros(model.num_segments, 3, image_size, image_size)
     # The wrapper must be in eval mode too: the exporter restores the wrapper's mode afterwards, and a
     # fresh module is in training mode, which would leave `model` training (BatchNorm on batch stats).
-    torch.onnx.export(
-        ClipAsFrames(model).eval(), (example,), str(path), dynamo=False, opset_version=OPSET,
-        input_names=["frames"], output_names=["logits"],
-    )
+    with unfolded_slices_unreported():
+        torch.onnx.export(
+            ClipAsFrames(model).eval(), (example,), str(path), dynamo=False, opset_version=OPSET,
+            input_names=["frames"], output_names=["logits"],
+        )
     check_and_simplify(path)
+
+
+def unfolded_slices_unreported() -> AbstractContextManager[None]:
+    """The exporter warns, once per pass, that it does not constant-fold slices with steps other than 1;
+    nobody can act on that: onnxsim folds what can be folded right after (check_and_simplify)."""
+    return ignoring_warning("Constant folding - Only steps=1 can be constant folded", UserWarning)
 
 
 def check_and_simplify(path: Path) -> None:

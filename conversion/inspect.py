@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
+from torch_tsm.cli import add_verbose_flag, setup
+
 _OP_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
 _TYPE_NAMES = {code: name.lower() for name, code in vars(schema.TensorType).items() if not name.startswith("_")}
 DYNAMIC_SHAPE_OPS = {"SHAPE", "FLOOR_DIV", "PACK", "RANGE", "DYNAMIC_UPDATE_SLICE", "BROADCAST_ARGS"}
@@ -143,7 +145,9 @@ def _is_dynamic(tensor) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m conversion.inspect", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", type=Path, help=".tflite files")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    setup(args.verbose)
     failed = False
     for path in args.models:
         if not path.is_file():

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from conversion.errors import ConversionError
-from conversion.export_onnx import OPSET, check_and_simplify
+from conversion.export_onnx import OPSET, check_and_simplify, unfolded_slices_unreported
 from conversion.inspect import inspect_tflite
 from conversion.clips import update_card
 from conversion.parity import FLOAT_MAX_ABS_NORMALIZED, StageChecker, random_pixel_clips, table
@@ -216,10 +216,11 @@ def export_streaming_onnx(streaming: StreamingTSM, path: Path, image_size: int) 
     """Writes a checked, simplified ONNX model of one streaming step (NCHW frame and buffers)."""
     buffers = streaming.zero_buffers(image_size)
     names = input_names(len(buffers)), output_names(len(buffers))
-    torch.onnx.export(
-        streaming.eval(), (torch.zeros(1, 3, image_size, image_size), *buffers), str(path),
-        dynamo=False, opset_version=OPSET, input_names=names[0], output_names=names[1],
-    )
+    with unfolded_slices_unreported():
+        torch.onnx.export(
+            streaming.eval(), (torch.zeros(1, 3, image_size, image_size), *buffers), str(path),
+            dynamo=False, opset_version=OPSET, input_names=names[0], output_names=names[1],
+        )
     check_and_simplify(path)
 
 

@@ -13,12 +13,17 @@ Writes model.onnx, saved_model/, model_float32.tflite, model_uint8.tflite and la
 twin, no ONNX), and adds the sizes, op counts, parity figures and conversion time to model_card.json.
 """
 
+if __name__ == "__main__":  # python -m: quiet TensorFlow before the imports below load it (torch_tsm/cli.py)
+    from torch_tsm.cli import import_tensorflow, prepare
+
+    import_tensorflow(prepare())
+
 import argparse
 import json
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +33,12 @@ from conversion.errors import ConversionError
 from conversion.export_onnx import export_onnx
 from conversion.inspect import inspect_tflite
 from conversion.onnx_to_tf import onnx_to_saved_model
-from conversion.parity import ROUTE_FILES, StageChecker, random_pixel_clips, table
+from conversion.parity import ROUTE_FILES, UINT8_MIN_CLIPS, StageChecker, random_pixel_clips, table
 from conversion.runtimes import KerasRunner, OnnxRunner, SavedModelRunner, TFLiteRunner, TorchRunner
 from conversion.streaming import convert_streaming
 from conversion.tflite import ConverterSource, keras_converter, saved_model_converter, to_float32_tflite, to_uint8_tflite
 from tf_reference import from_torch_model
+from torch_tsm.cli import add_verbose_flag, setup, summary
 from torch_tsm.labels import write_labels
 from torch_tsm.model import MobileNetV2TSM, load_model
 
@@ -47,26 +53,32 @@ def convert(
     held_out: tuple[np.ndarray, np.ndarray | None] | None = None,
     route: str = "onnx",
     streaming: bool = False,
+    image_size: int | None = None,
+    labels: Sequence[str] | None = None,
 ) -> dict:
     """Converts `model` into `output_dir`; returns the figures added to its model card.
 
+    model: from load_model, or built with torch_tsm.model.build_model and trained in your own loop.
     calibration_clips: (T, S, S, 3) uint8 clips, preprocessed as at inference, for quantization.
     held_out: (clips (M, T, S, S, 3) uint8, labels (M,) or None) to check parity on; the calibration
     clips when not given.
     route: "onnx" (ONNX -> onnx2tf SavedModel -> TFLite) or "keras" (the native Keras twin -> TFLite).
     streaming: write the per-frame streaming models instead (causal models only; conversion.streaming).
+    image_size: the input size S; default: the model's (`model.image_size`, set by load_model), else
+    the calibration clips'.
+    labels: the class names for labels.txt and the model card; default: the model's (`model.labels`),
+    class_0, class_1, ... where those do not fit the model.
     """
     if route not in ROUTES:
         raise ValueError(f"unknown route {route!r}; expected one of {ROUTES}")
+    calibration = np.stack(list(calibration_clips))
+    model = model.eval()
+    _describe_model(model, calibration, image_size, labels)
     if streaming:
-        return convert_streaming(model, output_dir, calibration_clips, held_out, route)
+        return convert_streaming(model, output_dir, calibration, held_out, route)
     started = time.perf_counter()
     output_dir = Path(output_dir)
-    model = model.eval()
     size, segments = model.image_size, model.num_segments
-    if size is None:
-        raise ValueError("the model does not know its input size (model.image_size); load it with load_model")
-    calibration = np.stack(list(calibration_clips))
     if calibration.shape[1:] != (segments, size, size, 3) or calibration.dtype != np.uint8:
         raise ValueError(f"calibration clips must be uint8 (T={segments}, {size}, {size}, 3); got {calibration.dtype} {calibration.shape[1:]}")
     clips, labels = held_out if held_out is not None else (calibration, None)
@@ -115,6 +127,32 @@ def convert(
     return figures
 
 
+def _describe_model(model: MobileNetV2TSM, calibration: np.ndarray, image_size: int | None, labels: Sequence[str] | None) -> None:
+    """Gives `model` the input size and class names that conversion writes down, where it lacks them.
+
+    A model from load_model carries both; one built with build_model and trained in the user's own
+    loop knows neither: the size comes from `image_size` or the calibration clips (M, T, S, S, 3), the
+    names from `labels`, or are class_0, class_1, ...
+    """
+    if image_size is None and getattr(model, "image_size", None) is None:
+        if calibration.ndim != 5 or calibration.shape[2] != calibration.shape[3]:
+            raise ValueError(f"calibration clips must be (T, S, S, 3) uint8 frames; got clips of {calibration.shape[1:]}")
+        image_size = calibration.shape[2]
+    if image_size is not None:
+        model.image_size = int(image_size)
+    num_classes = model.classifier[-1].out_features
+    if labels is not None:
+        if len(labels) != num_classes:
+            raise ValueError(f"{len(labels)} labels for a model of {num_classes} classes")
+        model.labels = [str(label) for label in labels]
+    elif len(getattr(model, "labels", None) or ()) != num_classes:
+        model.labels = default_labels(num_classes)
+
+
+def default_labels(num_classes: int) -> list[str]:
+    return [f"class_{i}" for i in range(num_classes)]
+
+
 def _onnx_route(model: MobileNetV2TSM, staging: Path, calibration: np.ndarray, checker: StageChecker) -> ConverterSource:
     size = model.image_size
     onnx_path, saved_model = staging / ROUTE_FILES["onnx"], staging / ROUTE_FILES["savedmodel"]
@@ -152,7 +190,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data-root", type=Path)
     parser.add_argument("--route", choices=ROUTES, default="onnx", help="onnx: ONNX -> onnx2tf -> TFLite (default); keras: the native Keras twin -> TFLite")
     parser.add_argument("--streaming", action="store_true", help="the per-frame streaming models (a model trained with --shift causal)")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    setup(args.verbose, tensorflow=True)
 
     checkpoint = args.checkpoint or newest_checkpoint()
     model = load_model(checkpoint)
@@ -164,10 +204,43 @@ def main(argv: list[str] | None = None) -> dict:
     data = data_module(config, args.data, args.data_root)
     calibration, _ = load_clips(data, "train", args.calibration_clips)
     held_out = load_clips(data, "val", args.parity_clips)
+    output = args.output or checkpoint.parent
     try:
-        return convert(model, args.output or checkpoint.parent, calibration, held_out, args.route, args.streaming)
+        figures = convert(model, output, calibration, held_out, args.route, args.streaming)
     except ConversionError as error:
         raise SystemExit(f"conversion failed, nothing written: {error}") from error
+    print(conversion_summary(output, figures, args.streaming))
+    return figures
+
+
+def conversion_summary(output: Path, figures: dict, streaming: bool = False) -> str:
+    """Where the models are, how big, the validation accuracy, the parity verdict, and what to run next."""
+    files, sizes = figures["files"], figures["size_bytes"]
+    u8, f32 = (next(route for route in files if route.endswith(kind)) for kind in ("u8", "f32"))
+    card_path = Path(output) / "model_card.json"
+    validation = json.loads(card_path.read_text(encoding="utf-8")).get("validation", {}) if card_path.is_file() else {}
+    held_out = next((row for row in figures["parity"] if row["route"] == u8 and row["inputs"] == "held-out clips"), None)
+    rows = [
+        ("uint8 model", f"{Path(output) / files[u8]} ({sizes[u8] / 1e6:.2f} MB)"),
+        ("float32 model", f"{Path(output) / files[f32]} ({sizes[f32] / 1e6:.2f} MB)"),
+    ]
+    if "accuracy" in validation:
+        rows.append(("validation", f"{validation['accuracy']:.1%} accuracy (PyTorch, at training)"))
+    failed = sorted({row["route"] for row in figures["parity"] if row["verdict"] == "FAIL"})
+    if failed:
+        verdict = f"FAIL: {', '.join(failed)}"
+    elif held_out is None or held_out["verdict"] == "pass":
+        verdict = "pass, every stage within its bounds"
+    else:
+        verdict = f"float stages pass; uint8 not judged (needs {UINT8_MIN_CLIPS} held-out clips, --parity-clips)"
+    if held_out is not None:
+        verdict += f"; uint8 agrees with PyTorch on {held_out['top1_agree']:.1%} of {held_out['clips']} held-out clips"
+    rows.append(("parity", verdict))
+    if streaming:
+        rows.append(("next", f"python -m torch_tsm.predict VIDEO.mp4 --model {Path(output) / files[u8]}"))
+    else:
+        rows.append(("next", f"python -m torch_tsm.evaluate --model {Path(output) / files[u8]}"))
+    return summary("converted", rows)
 
 
 if __name__ == "__main__":

@@ -1,3 +1,10 @@
+import contextlib
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -27,6 +34,11 @@ def with_real_batchnorm_statistics(model: MobileNetV2TSM, image_size: int = 32) 
     return model.eval()
 
 
+def snapshot(folder: Path) -> dict[str, str]:
+    # every path under folder -> the sha256 of its bytes ("" for a folder): what a failed conversion must leave alone
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "" for p in sorted(folder.rglob("*"))}
+
+
 @pytest.fixture
 def small_model() -> MobileNetV2TSM:
     torch.manual_seed(0)
@@ -51,13 +63,19 @@ def converted(trained_run, tmp_path_factory):
     from conversion.to_tflite import main
 
     output = tmp_path_factory.mktemp("converted")
-    with pytest.MonkeyPatch.context() as patch:
-        # Any attempt to reach the network fails at once: the conversion must not need it.
-        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-            patch.setenv(name, "http://127.0.0.1:9")
+    with offline():
         for route in ("onnx", "keras"):
             main(["--checkpoint", str(trained_run / "best.ckpt"), "--output", str(output), "--calibration-clips", "100", "--route", route])
     return output
+
+
+@contextlib.contextmanager
+def offline() -> Iterator[None]:
+    """Any attempt to reach the network fails at once (dead proxies): a conversion must not need it."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            patch.setenv(name, "http://127.0.0.1:9")
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +85,84 @@ def streaming_converted(trained_run, tmp_path_factory):
     from conversion.to_tflite import main
 
     output = tmp_path_factory.mktemp("streaming")
-    for route in ("onnx", "keras"):
-        main(["--checkpoint", str(trained_run / "best.ckpt"), "--output", str(output), "--streaming", "--calibration-clips", "48", "--route", route])
+    with offline():
+        for route in ("onnx", "keras"):
+            main(["--checkpoint", str(trained_run / "best.ckpt"), "--output", str(output), "--streaming", "--calibration-clips", "48", "--route", route])
     return output
+
+
+@pytest.fixture(scope="session")
+def model_folder(trained_run, converted, streaming_converted, tmp_path_factory) -> Path:
+    """A model folder as training and conversion leave it: the checkpoint, its card, and every converted
+    model of both routes, clip and streaming (links to the session's files)."""
+    folder = tmp_path_factory.mktemp("model_folder")
+    for item in [*converted.iterdir(), *streaming_converted.iterdir()]:
+        if item.suffix in (".tflite", ".onnx") or item.name == "saved_model":
+            (folder / item.name).symlink_to(item)
+    for name in ("best.ckpt", "model_card.json"):
+        (folder / name).write_bytes((trained_run / name).read_bytes())
+    return folder
+
+
+@pytest.fixture(scope="session")
+def parity_report(model_folder) -> tuple[int, str, list[dict]]:
+    """python -m conversion.parity on model_folder, run once for the session (every route on 200
+    held-out clips and random pixels: a few minutes): its exit code, printed table, and card rows."""
+    from conversion.parity import main
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main([str(model_folder)])
+    rows = json.loads((model_folder / "model_card.json").read_text(encoding="utf-8"))["parity"]
+    return code, printed.getvalue(), rows
+
+
+@pytest.fixture(scope="session")
+def undeployable_tflite(tmp_path_factory) -> dict[str, Path]:
+    """Small TFLite models written by TensorFlow here, so that inspect's refusals are tested in every
+    clone: "flex" holds a Select-TF op (FlexErf; the original project's model has FlexRoll, and tf.roll
+    now converts to builtins), "float_island" a float SIN between DEQUANTIZE and QUANTIZE inside a uint8
+    graph, "dynamic" a dynamic batch and shape arithmetic (SHAPE, PACK). "clean" is the float-island
+    graph without the SIN: full-integer and deployable, the control. A few seconds."""
+    import numpy as np
+
+    import conversion  # noqa: F401  (torch's compiler before TensorFlow: see conversion/__init__.py)
+    import tensorflow as tf
+
+    def convert(function, ops: list, uint8: bool = False) -> bytes:
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], function)
+        converter.target_spec.supported_ops = ops
+        if uint8:  # TFLITE_BUILTINS (not _INT8 only): an op without an integer kernel stays float
+            shape = function.input_signature[0].shape
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([np.random.default_rng(i).uniform(0, 255, shape).astype(np.float32)] for i in range(8))
+            converter.inference_input_type = converter.inference_output_type = tf.uint8
+        return converter.convert()
+
+    @tf.function(input_signature=[tf.TensorSpec((1, 8, 4), tf.float32)])
+    def flex(x):
+        return tf.math.erf(x) * 2.0  # no builtin kernel: a Flex op when Select-TF ops are allowed
+
+    @tf.function(input_signature=[tf.TensorSpec((1, 16), tf.float32)])
+    def float_island(x):
+        return tf.sin(x * 0.01 + 1.0) * 3.0 + 1.0  # SIN has no integer kernel
+
+    @tf.function(input_signature=[tf.TensorSpec((1, 16), tf.float32)])
+    def clean(x):
+        return (x * 0.01 + 1.0) * 3.0 + 1.0
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 4), tf.float32)])
+    def dynamic(x):
+        return tf.reshape(x, (tf.shape(x)[0] * 2, 2)) + 1.0
+
+    builtins = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    models = {
+        "flex": convert(flex, [*builtins, tf.lite.OpsSet.SELECT_TF_OPS]),
+        "float_island": convert(float_island, builtins, uint8=True),
+        "clean": convert(clean, builtins, uint8=True),
+        "dynamic": convert(dynamic, builtins),
+    }
+    folder = tmp_path_factory.mktemp("undeployable")
+    for name, model in models.items():
+        (folder / f"{name}.tflite").write_bytes(model)
+    return {name: folder / f"{name}.tflite" for name in models}

@@ -176,6 +176,21 @@ def test_clear_errors(problem, message, trained_run, tmp_path):
         evaluate(model, output=tmp_path / "out", extra=extra)
 
 
-def test_compare_needs_two_models(trained_run, tmp_path):
-    with pytest.raises(SystemExit):
+def test_compare_needs_two_models(trained_run, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
         evaluate(trained_run / CHECKPOINT, output=tmp_path, extra=["--compare"])
+    assert exit_info.value.code == 2 and "--compare needs at least two --model" in capsys.readouterr().err
+
+
+def test_onnx_file_and_saved_model(trained_run, converted, reference, tmp_path):
+    # The float routes give PyTorch's logits (parity), so PyTorch's predictions are the reference.
+    _, labels, torch_logits, _ = reference
+    for name in ("model.onnx", "saved_model"):  # beside the training card, which names the data
+        (tmp_path / name).symlink_to(converted / name)
+    shutil.copy(trained_run / "model_card.json", tmp_path)
+    report = evaluate(tmp_path / "model.onnx", tmp_path / "saved_model", output=tmp_path / "out", extra=["--compare"])
+    assert [entry["runtime"] for entry in report["models"].values()] == ["onnx", "savedmodel"]
+    for entry in report["models"].values():
+        assert entry["figures"]["clips"] == len(labels)
+        assert entry["figures"]["accuracy"] == pytest.approx((torch_logits.argmax(1) == labels).mean(), abs=1e-6)
+    assert report["comparison"]["agreement"] == {"model.onnx": 1.0, "saved_model": 1.0}

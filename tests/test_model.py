@@ -96,6 +96,20 @@ def test_load_model_refuses_pickled_payload(tmp_path, small_model):
     assert not os.path.exists(marker)
 
 
+def test_pretrained_refuses_a_pickled_file(tmp_path):
+    # --pretrained with a local file goes through the same safe loading as checkpoints.
+    marker = str(tmp_path / "payload-ran")
+    state = mobilenet_v2(num_classes=1000, width_mult=0.5).state_dict()
+    state["extra"] = _Payload(marker)
+    with open(tmp_path / "evil.pt", "wb") as handle:
+        pickle.dump(state, handle)
+    torch.save(state, tmp_path / "evil-zip.pt")
+    for name in ("evil.pt", "evil-zip.pt"):
+        with pytest.raises(ValueError, match=f"refusing to load .*{name}"):
+            build_model(num_classes=7, width_mult=0.5, pretrained=tmp_path / name)
+    assert not os.path.exists(marker)
+
+
 def test_load_model_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
         load_model(tmp_path / "missing.ckpt")

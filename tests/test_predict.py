@@ -1,6 +1,7 @@
 """python -m torch_tsm.predict on a generated video of known signs, with every kind of model file."""
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -8,7 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from conversion.streaming import TorchStreamRunner
+from torch_tsm.model import load_model
 from torch_tsm.predict import annotate, main
+from torch_tsm.streaming import StreamingTSM
 from torch_tsm.synthetic import render_video
 
 SIGNS = ["move_right", "circle"]  # a direction sign (needs the shift) then a static one
@@ -28,6 +32,16 @@ def video(tmp_path_factory) -> Path:
                 writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     writer.release()
     return path
+
+
+def decoded_frames(path: Path) -> np.ndarray:
+    # -> (L, H, W, 3) BGR: every frame of a video, as OpenCV decodes it
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while (frame := capture.read()[1]) is not None:
+        frames.append(frame)
+    capture.release()
+    return np.stack(frames)
 
 
 def signs_in_order(events: list[dict]) -> list[str]:
@@ -51,10 +65,37 @@ def test_clip_mode_with_the_checkpoint(video, trained_run, capsys):
     assert all(0.5 <= event["confidence"] <= 1 for event in result["events"])
 
 
+def expected_events(video: Path, checkpoint: Path, frame_step: int = 2, stable: int = 8, threshold: float = 0.5) -> list[tuple[str, float, float]]:
+    """The timeline that predict's defaults promise, computed here from PyTorch streaming's frame logits:
+    every --frame-step-th frame goes in; the prediction is the mean of the last T frame logits; a sign
+    enters once it has been the top class with probability >= threshold for `stable` kept frames in a
+    row, and lasts while it stays so. Start and end: the times (frame index / fps) of the run's first
+    and last frames."""
+    model = load_model(checkpoint)
+    kept = decoded_frames(video)[::frame_step, :, :, ::-1]  # RGB; 64 px frames need no resizing for a 64 px model
+    logits = TorchStreamRunner(StreamingTSM(model), model.image_size).run_stream(kept)
+    smoothed = np.stack([logits[max(0, i + 1 - model.num_segments) : i + 1].mean(0) for i in range(len(logits))])
+    probabilities = np.exp(smoothed - smoothed.max(1, keepdims=True))
+    probabilities /= probabilities.sum(1, keepdims=True)
+    top = np.where(probabilities.max(1) >= threshold, probabilities.argmax(1), -1)  # -1: no confident class
+    events, start = [], 0
+    for i in range(1, len(top) + 1):
+        if i == len(top) or top[i] != top[start]:  # the run of top[start] ends at i - 1
+            if top[start] >= 0 and i - start >= stable:
+                events.append((model.labels[top[start]], start * frame_step / FPS, (i - 1) * frame_step / FPS))
+            start = i
+    return events
+
+
 def test_stream_mode_with_the_causal_checkpoint(video, trained_run, capsys):
     result = predict_json(capsys, str(video), "--model", str(trained_run / "best.ckpt"), "--mode", "stream")
     assert result["mode"] == "stream"
     assert signs_in_order(result["events"]) == SIGNS
+    # Every event where and when the frame logits put it, to the frame.
+    expected = expected_events(video, trained_run / "best.ckpt")
+    assert [event["label"] for event in result["events"]] == [label for label, _, _ in expected]
+    for event, (_, start_s, end_s) in zip(result["events"], expected):
+        assert event["start_s"] == pytest.approx(start_s, abs=0.5 / FPS) and event["end_s"] == pytest.approx(end_s, abs=0.5 / FPS)
 
 
 def test_streaming_tflite_model_with_an_annotated_video(video, streaming_converted, tmp_path, capsys):
@@ -63,11 +104,18 @@ def test_streaming_tflite_model_with_an_annotated_video(video, streaming_convert
     printed = capsys.readouterr().out
     assert "stream mode" in printed and "frames/s" in printed
     assert printed.index("move_right") < printed.index("circle")
-    capture = cv2.VideoCapture(str(annotated))
-    frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    ok, frame = capture.read()
-    capture.release()
-    assert ok and frame.shape[:2] == (64, 64) and frames == int(printed.split(" frames in ")[0].split()[-1])
+    source, drawn = decoded_frames(video).astype(int), decoded_frames(annotated).astype(int)
+    assert drawn.shape == source.shape == (int(printed.split(" frames in ")[0].split()[-1]), 64, 64, 3)
+    # At the last frame of each printed event, the event's label is shown with a probability >= 0.5.
+    events = re.findall(r"^  \d\d:\d\d\.\d\d - (\d\d):(\d\d\.\d\d)  (\S+)", printed, re.MULTILINE)
+    assert {label for _, _, label in events} == set(SIGNS)
+    for minutes, seconds, _ in events:
+        i = round((int(minutes) * 60 + float(seconds)) * FPS)
+        difference = np.abs(drawn[i] - source[i]).sum(2)  # (64, 64): the re-encoding adds a little noise
+        assert difference[24:56].mean() < 15  # where nothing is drawn, the frame is the source's
+        assert (difference[2:16] > 150).sum() > 40  # the label: white text with a black outline, top left
+        bar = drawn[i, -5:-1, 2:30]  # the confidence bar, green (BGR 0, 200, 0), at least half way
+        assert np.abs(bar - (0, 200, 0)).mean() < 40
 
 
 def test_streaming_tflite_model_in_clip_mode(video, streaming_converted, capsys):

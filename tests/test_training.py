@@ -9,8 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
+from torch_tsm.datamodule import ClipDataModule
+from torch_tsm.datasets import ClipDataset
+from torch_tsm.lightning_module import TSMClassifier
 from torch_tsm.model import load_model
 from torch_tsm.train import main
 
@@ -30,6 +34,7 @@ def test_short_training_run_learns(trained_run):
     card = json.loads((output / "model_card.json").read_text(encoding="utf-8"))
     assert card["validation"]["accuracy"] >= 0.9  # 10 classes: chance is 0.1
     assert card["validation"]["direction_pair_accuracy"] >= 0.9  # chance is 0.5: the shift at work
+    assert card["config"]["flip"] is False  # a flip would swap the built-in move_left / move_right
     assert (output / "labels.txt").read_text(encoding="utf-8").split() == card["labels"]
     assert {"best.ckpt", "last.ckpt", "logs"} <= {p.name for p in output.iterdir()}
     model = load_model(output / "best.ckpt")
@@ -42,6 +47,61 @@ def test_existing_run_is_not_overwritten(tmp_path):
         main(["--output", str(tmp_path)])
 
 
+def test_bukva_recipe_trains_over_bad_entries(tmp_path, monkeypatch):
+    # The authors' recipe by flags, on a Bukva folder with a corrupt, an empty and a missing video, an
+    # escaping id and an unknown label: the run finishes, and the model card counts what was skipped.
+    from tests.test_prepare import BAD, GOOD, bukva_folder
+
+    root = bukva_folder(tmp_path / "bukva", GOOD + BAD)
+    trainer_arguments = {}
+
+    class RecordingTrainer(pl.Trainer):
+        def __init__(self, **kwargs):
+            trainer_arguments.update(kwargs)
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr("torch_tsm.train.pl.Trainer", RecordingTrainer)
+    recipe = ["--optimizer", "sgd", "--lr", "0.02", "--momentum", "0.8", "--head-lr-mult", "10", "--gradient-clip", "20", "--resize", "multiscale"]
+    output = main(["--data", "bukva", "--data-root", str(root), "--output", str(tmp_path / "run"), *TINY, "--batch-size", "2", "--max-epochs", "1", *recipe])
+    card = json.loads((output / "model_card.json").read_text(encoding="utf-8"))
+    assert card["skipped_clips"] == {"train": 4, "val": 1} and card["validation_clips"] == 2
+    assert card["config"]["flip"] is True and card["config"]["resize"] == "multiscale"  # flip: on by default for bukva
+    assert trainer_arguments["gradient_clip_val"] == 20
+    optimizer = torch.load(output / "last.ckpt", map_location="cpu", weights_only=True)["optimizer_states"][0]
+    backbone, head = optimizer["param_groups"]
+    assert backbone["momentum"] == head["momentum"] == 0.8 and "betas" not in backbone  # SGD, not AdamW
+    assert head["initial_lr"] == pytest.approx(10 * backbone["initial_lr"]) and backbone["initial_lr"] == pytest.approx(0.02)
+    assert len(head["params"]) == 2  # the classifier's weight and bias
+
+
+class EpochAsLabel(ClipDataset):
+    """Training clips labelled with the epoch their DataLoader worker drew them for."""
+
+    def __getitem__(self, index):
+        clip, _ = super().__getitem__(index)
+        return clip, int(self.epoch)
+
+
+class LabelRecorder(TSMClassifier):
+    def training_step(self, batch, batch_index):
+        self.seen.append((self.current_epoch, batch[1].tolist()))
+        return super().training_step(batch, batch_index)
+
+
+def test_persistent_workers_draw_each_epoch_for_that_epoch(tmp_path):
+    # The workers live across epochs; the epoch must reach them before they draw the epoch's first batch.
+    data = ClipDataModule(num_segments=4, image_size=32, batch_size=4, num_workers=2, synthetic_sizes=(16, 4))
+    data.setup("fit")
+    data.train_set = EpochAsLabel(data.train_set.clips, 4, data.train_set.transform)
+    module = LabelRecorder(data.labels, num_segments=4, width_mult=0.35, image_size=32)
+    module.seen = []
+    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path)
+    trainer.fit(module, train_dataloaders=data.train_dataloader())
+    assert [epoch for epoch, _ in module.seen] == [0] * 4 + [1] * 4 + [2] * 4
+    assert all(labels == [epoch] * 4 for epoch, labels in module.seen)
+
+
 def test_ddp_two_processes_on_cpu(tmp_path):
     output = tmp_path / "ddp"
     run = subprocess.run(
@@ -49,18 +109,24 @@ def test_ddp_two_processes_on_cpu(tmp_path):
         capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "GLOBAL_RANK: 1" in run.stderr + run.stdout or "world_size=2" in run.stderr + run.stdout
-    # 32 clips, batch 8, 2 processes: each process takes 16 clips, 2 steps.
+    # 32 clips, batch 8, 2 processes: each process takes 16 clips, 2 steps (one process would take 4).
     assert saved_step(output / "last.ckpt") == 2
 
 
-def test_killed_run_resumes_to_the_same_step_count(tmp_path):
-    common = ["--synthetic-clips", "192", "16", "--max-epochs", "2", "--checkpoint-every", "3"]
-    subprocess.run(train_command(tmp_path / "whole", *common), check=True, capture_output=True, timeout=600)
-    expected = saved_step(tmp_path / "whole" / "last.ckpt")
-    assert expected == 2 * 192 // 8
+def saved_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
 
-    interrupted = tmp_path / "interrupted"
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory) -> dict:
+    """One run trained without a break, and the same run (same seed) killed with SIGKILL mid-epoch,
+    then restarted with --resume: their folders, the step the kill left, and the restart's output."""
+    folder = tmp_path_factory.mktemp("resume")
+    common = ["--synthetic-clips", "192", "16", "--max-epochs", "2", "--checkpoint-every", "3"]
+    subprocess.run(train_command(folder / "whole", *common), check=True, capture_output=True, timeout=600)
+    expected = saved_step(folder / "whole" / "last.ckpt")
+
+    interrupted = folder / "interrupted"
     process = subprocess.Popen(train_command(interrupted, *common), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -72,8 +138,36 @@ def test_killed_run_resumes_to_the_same_step_count(tmp_path):
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)  # mid-epoch, no chance to clean up
     process.wait()
+    killed = saved_weights(interrupted / "last.ckpt")
     killed_at = saved_step(interrupted / "last.ckpt")
-    assert 0 < killed_at < expected
+    # A marked copy of the checkpoint: class 0's bias + 100, which the few remaining steps (AdamW,
+    # lr 2e-3) cannot undo. A restart that really starts from a checkpoint carries the mark to its end.
+    marked = torch.load(interrupted / "last.ckpt", map_location="cpu", weights_only=True)
+    marked["state_dict"]["model.classifier.1.bias"][0] += 100
+    torch.save(marked, folder / "marked.ckpt")
 
     subprocess.run(train_command(interrupted, *common, "--resume", str(interrupted / "last.ckpt")), check=True, capture_output=True, timeout=600)
-    assert saved_step(interrupted / "last.ckpt") == expected
+    subprocess.run(train_command(folder / "marked", *common, "--resume", str(folder / "marked.ckpt")), check=True, capture_output=True, timeout=600)
+    return {"whole": folder / "whole", "interrupted": interrupted, "marked": folder / "marked", "expected": expected, "killed_at": killed_at, "killed": killed}
+
+
+def test_killed_run_resumes_from_its_checkpoint(killed_and_resumed):
+    run = killed_and_resumed
+    assert run["expected"] == 2 * 192 // 8 and 0 < run["killed_at"] < run["expected"]
+    assert saved_step(run["interrupted"] / "last.ckpt") == run["expected"]
+    # A restart that ignored --resume would end at the same step, and (training being deterministic
+    # here) with the uninterrupted run's weights: the marked checkpoint's restart shows it started from
+    # the checkpoint, and the weights must have moved on from the checkpoint's.
+    whole, marked = saved_weights(run["whole"] / "last.ckpt"), saved_weights(run["marked"] / "last.ckpt")
+    assert saved_step(run["marked"] / "last.ckpt") == run["expected"]
+    assert marked["model.classifier.1.bias"][0] - whole["model.classifier.1.bias"][0] > 90
+    resumed = saved_weights(run["interrupted"] / "last.ckpt")
+    assert any(not torch.equal(resumed[name], weights) for name, weights in run["killed"].items())
+
+
+# Bitwise, not within a tolerance: on CPU with the same seed, thread count and data, two uninterrupted
+# runs give bitwise-equal weights (measured here with these settings), so an exact resume must too.
+def test_resumed_run_ends_with_the_uninterrupted_runs_weights(killed_and_resumed):
+    whole, resumed = saved_weights(killed_and_resumed["whole"] / "last.ckpt"), saved_weights(killed_and_resumed["interrupted"] / "last.ckpt")
+    assert whole.keys() == resumed.keys()
+    assert [name for name in whole if not torch.equal(whole[name], resumed[name])] == []

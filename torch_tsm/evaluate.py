@@ -33,6 +33,7 @@ from torchmetrics.functional.classification import (
 
 from conversion.clips import data_module, read_card  # the conversion package loads torch's compiler before TF
 from conversion.runtimes import Runner, TorchRunner, load_runner
+from torch_tsm.cli import add_verbose_flag, setup
 from torch_tsm.datamodule import DATA_KINDS, ClipDataModule
 from torch_tsm.datasets import ClipDataset
 from torch_tsm.labels import read_labels
@@ -325,6 +326,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help="report folder (default: evaluation-SPLIT beside the first model)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--num-workers", type=int, default=2, help="clip-decoding processes")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
     if args.compare and len(args.model) < 2:
         parser.error("--compare needs at least two --model")
@@ -333,6 +335,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    setup(args.verbose, tensorflow=any(path.is_dir() for path in args.model))  # SavedModel folders load TensorFlow
     try:
         models = load_models(args.model, args.labels)
         data = evaluation_data(models[0], args.data, args.data_root)

@@ -58,7 +58,7 @@ class MobileNetV2TSM(nn.Module):
         self.width_mult = width_mult
         self.shift = shift
         # Filled by load_model / training so that a model carries what it needs to be used.
-        self.labels: list[str] = [str(i) for i in range(num_classes)]
+        self.labels: list[str] = [f"class_{i}" for i in range(num_classes)]
         self.image_size: int | None = None
 
     def forward_frames(self, frames: Tensor) -> Tensor:

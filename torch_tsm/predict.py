@@ -29,6 +29,7 @@ import numpy as np
 from matplotlib import font_manager
 from PIL import Image, ImageDraw, ImageFont
 
+from torch_tsm.cli import add_verbose_flag, setup
 from torch_tsm.frames import FrameTransform
 
 NO_EVENT = "no_event"
@@ -362,6 +363,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help="write the video annotated with label and confidence (.mp4)")
     parser.add_argument("--max-frames", type=int, help="stop after N decoded frames")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
     if (args.video is None) == (args.camera is None):
         parser.error("give either VIDEO or --camera N")
@@ -372,6 +374,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> Result:
     args = parse_args(argv)
+    setup(args.verbose, tensorflow=True)  # load() imports conversion.streaming, which loads TensorFlow
     try:
         result = run(args)
     except PredictError as error:

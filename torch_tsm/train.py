@@ -18,6 +18,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
+from torch_tsm.cli import add_verbose_flag, setup, summary
 from torch_tsm.datamodule import DATA_KINDS, ClipDataModule
 from torch_tsm.frames import RESIZE_MODES
 from torch_tsm.labels import write_labels
@@ -26,6 +27,15 @@ from torch_tsm.metrics import accuracy_figures, pair_accuracy, predict_logits
 from torch_tsm.model import load_model
 from torch_tsm.shift import SHIFT_MODES
 from torch_tsm.synthetic import DIRECTION_PAIRS
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint into the run folder, which the CSV logger has already given its logs/ when
+    Lightning checks that the folder is empty: only something else in it is worth its warning."""
+
+    def _ModelCheckpoint__warn_if_dir_not_empty(self, dirpath) -> None:
+        if any(entry.name != "logs" for entry in Path(dirpath).glob("*")):
+            super()._ModelCheckpoint__warn_if_dir_not_empty(dirpath)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,6 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     training.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS", help="also save last.ckpt every N steps (long epochs)")
     training.add_argument("--resume", type=Path, help="checkpoint to resume from (e.g. RUN/last.ckpt)")
     training.add_argument("--seed", type=int, default=0)
+    add_verbose_flag(training)
     trainer = parser.add_argument_group("Lightning Trainer")
     trainer.add_argument("--accelerator", default="auto")
     trainer.add_argument("--devices", default="auto")
@@ -82,6 +93,7 @@ def run_folder(args: argparse.Namespace) -> Path:
 
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
+    setup(args.verbose)
     output = run_folder(args)
     pl.seed_everything(args.seed, workers=True)
     data = ClipDataModule(
@@ -92,8 +104,8 @@ def main(argv: list[str] | None = None) -> Path:
         data.labels, args.num_segments, args.width_mult, args.shift, args.image_size, args.pretrained,
         args.lr, args.weight_decay, args.warmup_epochs, args.freeze_epochs, args.optimizer, args.momentum, args.head_lr_mult,
     )
-    best = ModelCheckpoint(dirpath=output, filename="best", monitor="val_acc", mode="max", enable_version_counter=False)
-    last = ModelCheckpoint(dirpath=output, filename="last", enable_version_counter=False, every_n_train_steps=args.checkpoint_every or None)
+    best = RunCheckpoint(dirpath=output, filename="best", monitor="val_acc", mode="max", enable_version_counter=False)
+    last = RunCheckpoint(dirpath=output, filename="last", enable_version_counter=False, every_n_train_steps=args.checkpoint_every or None)
     trainer = pl.Trainer(
         default_root_dir=output,
         max_epochs=args.max_epochs,
@@ -106,16 +118,17 @@ def main(argv: list[str] | None = None) -> Path:
         callbacks=[best, last],
         logger=CSVLogger(output, name="logs", version=""),
         log_every_n_steps=10,
+        enable_model_summary=args.verbose,
     )
     started = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=args.resume)
     if trainer.is_global_zero:
-        write_model_card(output, args, data, time.perf_counter() - started, trainer.global_step)
-        print(f"model written to {output}")
+        card = write_model_card(output, args, data, time.perf_counter() - started, trainer.global_step)
+        print(training_summary(output, card))
     return output
 
 
-def write_model_card(output: Path, args: argparse.Namespace, data: ClipDataModule, seconds: float, steps: int) -> None:
+def write_model_card(output: Path, args: argparse.Namespace, data: ClipDataModule, seconds: float, steps: int) -> dict:
     """labels.txt and model_card.json beside the checkpoints; validation figures of the best checkpoint."""
     write_labels(data.labels, output / "labels.txt")
     model = load_model(output / "best.ckpt")
@@ -136,6 +149,21 @@ def write_model_card(output: Path, args: argparse.Namespace, data: ClipDataModul
         "training": {"seconds": round(seconds, 1), "steps": steps, "cpu_threads": os.cpu_count()},
     }
     (output / "model_card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
+    return card
+
+
+def training_summary(output: Path, card: dict) -> str:
+    checkpoint = output / card["checkpoint"]
+    validation = card["validation"]
+    figures = f"{validation['accuracy']:.1%} accuracy, top-3 {validation['top3']:.1%}, on {card['validation_clips']} clips"
+    if "direction_pair_accuracy" in validation:
+        figures += f"; within the direction pairs {validation['direction_pair_accuracy']:.1%}"
+    return summary("trained", [
+        ("model", f"{checkpoint} ({checkpoint.stat().st_size / 1e6:.1f} MB), labels.txt and model_card.json beside it"),
+        ("validation", figures),
+        ("time", f"{card['training']['seconds']:.0f} s"),
+        ("next", f"python -m conversion.to_tflite --checkpoint {checkpoint}"),
+    ])
 
 
 if __name__ == "__main__":

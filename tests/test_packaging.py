@@ -1,0 +1,116 @@
+"""The package and its commands, cheaply: metadata, console scripts, --verbose, a quiet start-up.
+
+The installed wheel itself is checked by `make wheel-check` (.ci/wheel-check): it builds it, installs
+it away from the source tree and runs the commands from another folder; too slow for every test run.
+"""
+
+import importlib
+import importlib.util
+import os
+import subprocess
+import sys
+import tomllib
+import warnings
+from pathlib import Path
+
+import pytest
+from packaging.specifiers import SpecifierSet
+
+from torch_tsm import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+COMMANDS = {  # console script -> the module that python -m runs
+    "tsm-train": "torch_tsm.train",
+    "tsm-prepare": "torch_tsm.prepare",
+    "tsm-evaluate": "torch_tsm.evaluate",
+    "tsm-predict": "torch_tsm.predict",
+    "tsm-convert": "conversion.to_tflite",
+    "tsm-inspect": "conversion.inspect",
+    "tsm-parity": "conversion.parity",
+}
+
+
+def test_this_python_is_one_the_package_declares():
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert version in SpecifierSet(PROJECT["requires-python"])
+    assert all(f"3.{minor}" in SpecifierSet(PROJECT["requires-python"]) for minor in (11, 12, 13))
+    assert "3.10" not in SpecifierSet(PROJECT["requires-python"]) and "3.14" not in SpecifierSet(PROJECT["requires-python"])
+
+
+def test_every_console_script_runs_its_module():
+    assert set(PROJECT["scripts"]) == set(COMMANDS)
+    for script, target in PROJECT["scripts"].items():
+        module, function = target.split(":")
+        command = getattr(importlib.import_module(module), function)
+        assert command.__doc__ == f"The console script for python -m {COMMANDS[script]}."
+        assert importlib.util.find_spec(COMMANDS[script]) is not None
+
+
+@pytest.mark.parametrize("module", ["torch_tsm.train", "torch_tsm.evaluate", "torch_tsm.predict"])
+def test_entry_points_take_verbose(module):
+    parse_args = importlib.import_module(module).parse_args
+    required = {"torch_tsm.train": [], "torch_tsm.evaluate": ["--model", "m.tflite"], "torch_tsm.predict": ["v.mp4", "--model", "m.tflite"]}[module]
+    assert parse_args([*required, "--verbose"]).verbose is True
+    assert parse_args(required).verbose is False
+
+
+def test_quiet_environment_keeps_what_the_user_set(monkeypatch):
+    monkeypatch.delenv(cli.VERBOSE_ENV, raising=False)
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    assert cli.prepare(["--verbose"]) is True and "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    assert cli.prepare([]) is False and os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    cli.prepare([])
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+    monkeypatch.setenv(cli.VERBOSE_ENV, "1")
+    assert cli.verbose_requested([]) is True
+
+
+def test_only_the_non_actionable_warnings_are_dropped(monkeypatch):
+    from conversion.export_onnx import unfolded_slices_unreported
+
+    monkeypatch.setattr(sys, "warnoptions", [])
+    monkeypatch.delenv(cli.VERBOSE_ENV, raising=False)
+    unfolded = "Constant folding - Only steps=1 can be constant folded for opset >= 10 onnx::Slice op."
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli.setup(verbose=False)
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning)
+        with unfolded_slices_unreported():
+            warnings.warn(unfolded, UserWarning)
+            warnings.warn("something the user can act on", UserWarning)
+        cli.setup(verbose=True)
+        with unfolded_slices_unreported():
+            warnings.warn(unfolded, UserWarning)
+    assert [str(w.message) for w in caught] == ["something the user can act on", unfolded]
+
+
+def test_tensorflow_startup_notices_are_dropped_only_when_there_is_no_cuda_driver():
+    banner = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+    no_driver = "I0000 00:00:1.0  1 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used."
+    cuinit = "E0000 00:00:1.0  1 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)"
+    other = "E0000 00:00:1.0  1 something.cc:1] a real error"
+    assert cli.without_startup_noise([banner, no_driver, banner, no_driver, cuinit, other]) == [other]
+    assert cli.without_startup_noise([cuinit, other]) == [cuinit, other]  # a driver that fails: worth seeing
+
+
+def test_a_new_run_folder_gets_no_not_empty_warning(tmp_path):
+    from torch_tsm.train import RunCheckpoint
+
+    checkpoint = RunCheckpoint(dirpath=tmp_path, filename="best")
+    (tmp_path / "logs").mkdir()  # the CSV logger's, made before Lightning looks
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        checkpoint._ModelCheckpoint__warn_if_dir_not_empty(tmp_path)
+        (tmp_path / "best.ckpt").write_bytes(b"")  # a stale checkpoint: worth the warning
+        checkpoint._ModelCheckpoint__warn_if_dir_not_empty(tmp_path)
+    assert [str(w.message) for w in caught] == [f"Checkpoint directory {tmp_path} exists and is not empty."]
+
+
+def test_converter_starts_quietly():
+    """python -m conversion.to_tflite loads TensorFlow at the top: its start-up says nothing, unless --verbose."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", cli.VERBOSE_ENV)}
+    run = subprocess.run([sys.executable, "-m", "conversion.to_tflite", "--help"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert run.returncode == 0 and "--verbose" in run.stdout
+    assert run.stderr == "", run.stderr

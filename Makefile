@@ -11,7 +11,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RUN := $(BIN)/python
 
-.PHONY: demo test wheel-check bench full-size-parity install clean
+.PHONY: demo test wheel-check bench bench-compare full-size-parity install clean
 
 $(BIN)/python:
 	@if [ -z "$(PYTHON)" ]; then \
@@ -49,6 +49,12 @@ wheel-check: install
 # Speed, memory and size figures into BENCHMARKS.md (about 6 minutes on 2 cores once bench/.work/ is built).
 bench: install
 	$(PASSIVE) $(RUN) -m bench.run
+
+# Our uint8 graph against litert-torch's int8 model of the same weights (the `compare` extra: bench only,
+# never installed by make test or CI; it downgrades the unpinned typing_extensions in .venv).
+bench-compare: install
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,bench,compare]'
+	$(PASSIVE) $(RUN) -m bench.litert_compare
 
 # Parity at the deployed size (224 px, width 1.0), on models trained briefly on the built-in data:
 # the clip model by both routes, then a causal model's streaming models by both routes. Each

@@ -15,7 +15,7 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 from bench.common import Report, Settings, alternate_times, markdown_table, ratio_row, run_alone
-from bench.models import benchmark_models, spec, synthetic_data
+from bench.models import benchmark_models, keras_applications_model, spec, synthetic_data
 from conversion.clips import load_clips
 from conversion.inspect import inspect_tflite
 from conversion.runtimes import quantize
@@ -87,11 +87,8 @@ def measure(settings: Settings) -> Report:
         rows[2].why = (
             f"The plain MobileNetV2 gets the same {plain_speedup:.2f}x, so the shortfall is the backbone's, not the shift's. "
             f"keras.applications' MobileNetV2 runs the same 8 frames in {reference * 1000:.1f} ms in uint8, against "
-            f"{seconds['plain uint8'] * 1000:.1f} ms for our plain graph ({seconds['plain float32'] / reference:.2f}x over our float32): "
-            f"its graph has no PAD op, ours {inspect_tflite(models['none'].uint8).ops['PAD']}. PyTorch pads stride-2 convolutions "
-            f"symmetrically, which TFLite's SAME padding (bottom/right only) cannot express, so each stays an explicit PAD copying "
-            f"the layer's whole input; Keras's padding is SAME-compatible and the converter folds it. Removing them means training "
-            f"with TF-style padding, a change to the network (and to how its ImageNet weights were trained): not done."
+            f"{seconds['plain uint8'] * 1000:.1f} ms for our plain graph ({seconds['plain float32'] / reference:.2f}x over our float32). "
+            f"Where our graph loses the difference is measured variant by variant in row 13 (python -m bench.graph_bisect)."
         )
     timing = markdown_table(["model", "median ms per clip", "fastest run, ms"], [[name, f"{seconds[name] * 1000:.2f}", f"{fastest[name] * 1000:.2f}"] for name in seconds])
     graph = markdown_table(["model", "XNNPACK partitions"], [[name, str(count)] for name, count in partitions.items()])
@@ -105,20 +102,8 @@ def measure(settings: Settings) -> Report:
 
 
 def keras_applications_call(settings: Settings, clip: np.ndarray) -> Callable[[], None]:
-    """keras.applications' MobileNetV2 (random weights) in uint8 on the same T frames: the backbone as
-    TensorFlow's own converter sees it, to tell our graph's overhead from the runtime's."""
-    import keras
-    import tensorflow as tf
-
-    model = keras.applications.MobileNetV2(input_shape=(settings.image_size, settings.image_size, 3), alpha=settings.width_mult,
-                                           weights=None, classes=settings.num_classes)
-    frames = clip.astype(np.float32) / 127.5 - 1  # its own input range
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([frame[None]] for frame in frames)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = converter.inference_output_type = tf.uint8
-    interpreter = Interpreter(model_content=converter.convert(), num_threads=settings.threads)
+    """keras.applications' MobileNetV2 in uint8 on the same T frames (bench.models.keras_applications_model)."""
+    interpreter = Interpreter(model_content=keras_applications_model(settings, clip), num_threads=settings.threads)
     detail = interpreter.get_input_details()[0]
     interpreter.resize_tensor_input(detail["index"], [len(clip), settings.image_size, settings.image_size, 3])
     interpreter.allocate_tensors()

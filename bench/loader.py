@@ -54,11 +54,11 @@ def room_scene(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
 
 def full_hd_video(name: str, size: tuple[int, int]) -> Path:
     """A cached H.264 (yuv420p, 15 Mbit/s) video of FRAMES frames at `size` (width, height)."""
-    import av  # bench extra: only the generation of the test videos needs it
-
     path = FOLDER / f"{name}.mp4"
     if path.is_file():
         return path
+    import av  # bench extra: only the generation of the test videos needs it
+
     FOLDER.mkdir(parents=True, exist_ok=True)
     width, height = size
     rng = np.random.default_rng(0)
@@ -121,7 +121,23 @@ def measure(settings: Settings) -> Report:
     else:
         rows.append(Row("12d", "GPU kept busy: training from prepared frames / from one pre-loaded batch", "not measured: no CUDA device here",
                         f">= {TARGET_GPU_SHARE:g}", None, command))
+        details.append(ON_THE_GPU)
     return Report(rows, details)
+
+
+# The last run of row 12d, on the device machine (it has a GPU; this one has none): kept as a record.
+ON_THE_GPU = (
+    "**Row 12d on a GPU** (2026-11-27, one H100 with 16 CPU cores, torch 2.11, bf16, 224 px, width 1.0; `python -m bench.loader` "
+    "as it was then, with 16-batch epochs of 1,024 clips): 0.58 at batch 64 (422 clips/s fed against 729 from one pre-loaded "
+    "batch) and 0.42 at batch 128 (315 against 756). Not the decoding rate: one process per core read 82-122 clips/s at once on "
+    "all 16 cores (about 1,490 clips/s in all, twice what the GPU takes), 12 workers fed as fast as 16 (412 against 410 clips/s), "
+    "and OpenCV's thread count changed nothing (408 against 410). Each epoch begins with every worker decoding a whole batch "
+    "(0.7-1 s at batch 64) while the GPU waits, then the GPU runs the epoch's 16 batches (1.4 s) while the workers, with nothing "
+    "left to do in that epoch, wait: about 2.4 s per 1,024 clips, which predicts 430 clips/s (measured: 422; batch 128: 320, "
+    "measured 315). "
+    "The row now keeps every timed step in one epoch, to measure the steady feed; it has not run on a GPU since. On Bukva "
+    "(about 47 batches of 64 per epoch) the wait at each epoch's start costs about a second an epoch."
+)
 
 
 def synchronize() -> None:
@@ -159,14 +175,17 @@ def train_steps(labels: list[str], settings: Settings, image_size: int, steps: i
 
 def gpu_feed_row(prepared: dict[str, tuple[Path, ...]], settings: Settings, command: str,
                  accelerator: str = "gpu", image_size: int = 224, batch: int = 64, steps: int = 60) -> Row:
-    # 1,024 training clips that reuse the two prepared videos' frames (decoding costs the same whichever
-    # file it reads), read by the training DataModule with every usable core as a worker.
+    # Training clips that reuse the two prepared videos' frames (decoding costs the same whichever file
+    # it reads), read by the training DataModule with every usable core as a worker. One epoch holds every
+    # timed step, so that the figure is the steady feed: an epoch's first batch waits for one worker to
+    # decode a whole batch (about 0.7 s at batch 64), a cost of the epoch count, not of the decoding rate.
     root = FOLDER / "gpu-frames"
     root.mkdir(exist_ok=True)
     for name, frames in prepared.items():
         if not (root / name).exists():
             shutil.copytree(frames[0].parent, root / name)
-    rows = [f"{name}\tclass{i % 34}\ttrain" for i in range(512) for name in prepared] + [f"{name}\tclass0\tval" for name in prepared]
+    copies = (steps + 1) * batch // len(prepared) + 1
+    rows = [f"{name}\tclass{i % 34}\ttrain" for i in range(copies) for name in prepared] + [f"{name}\tclass0\tval" for name in prepared]
     (root / "annotations.tsv").write_text("\n".join(["video\tlabel\tsplit", *rows]) + "\n")
     data = ClipDataModule("frames", root, settings.num_segments, image_size, batch)
     fed = train_steps(data.labels, settings, image_size, steps, accelerator, datamodule=data)

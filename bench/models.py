@@ -11,6 +11,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -132,3 +133,25 @@ def benchmark_models(settings: Settings) -> dict[str, Converted]:
     # Few clips: their only use here is the uint8 calibration and convert()'s own parity gate.
     calibration, parity = (16, 8) if settings.quick else (32, 16)
     return {shift: converted_model(spec(settings, shift), calibration, parity) for shift in ("bidirectional", "none")}
+
+
+def keras_applications_model(settings: Settings, frames: np.ndarray, symmetric_padding: bool = False) -> bytes:
+    """keras.applications' MobileNetV2 (random weights) as TensorFlow's own converter makes it, full-integer
+    uint8, calibrated on `frames` (M, S, S, 3) uint8: the backbone as TensorFlow ships it, the yardstick
+    for our graph. symmetric_padding: its four strided depthwise convolutions padded by one on every side,
+    as PyTorch pads (its own padding, bottom and right only, folds into a SAME convolution)."""
+    import keras
+    import tensorflow as tf
+    from keras.src.applications import mobilenet_v2
+
+    padding = (lambda inputs, kernel_size: ((1, 1), (1, 1))) if symmetric_padding else mobilenet_v2.imagenet_utils.correct_pad
+    with mock.patch.object(mobilenet_v2.imagenet_utils, "correct_pad", padding):
+        model = keras.applications.MobileNetV2(input_shape=(settings.image_size, settings.image_size, 3), alpha=settings.width_mult,
+                                               weights=None, classes=settings.num_classes)
+    scaled = frames.astype(np.float32) / 127.5 - 1  # its own input range
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([frame[None]] for frame in scaled)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.uint8
+    return converter.convert()

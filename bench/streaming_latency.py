@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import Report, Settings, WORK, alternate_medians, ratio_row, run_alone
-from bench.latency import tflite_call
+from bench.latency import keras_applications_call, tflite_call
 from bench.models import ModelSpec, benchmark_models, converted_model, spec, synthetic_data, write_checkpoint
 from conversion.clips import load_clips
 from conversion.inspect import inspect_tflite
@@ -54,7 +54,10 @@ def measure(settings: Settings) -> Report:
 
     single_frame, _ = tflite_call(single.uint8, clip[:1], settings.threads)
     window, _ = tflite_call(clip_model.uint8, clip, settings.threads)
-    calls = {"stream": live_stream(stream_path, clip, settings.threads), "keras": live_stream(keras_path, clip, settings.threads), "single": single_frame, "window": window}
+    calls = {
+        "stream": live_stream(stream_path, clip, settings.threads), "keras": live_stream(keras_path, clip, settings.threads),
+        "single": single_frame, "window": window, "keras.applications": keras_applications_call(settings, clip[:1]),
+    }
     seconds = alternate_medians(calls, settings.runs, settings.warmup)
 
     command = f"python -m bench.streaming_latency{settings.flag}"
@@ -65,12 +68,24 @@ def measure(settings: Settings) -> Report:
                   ("window", "streaming"), None, True, command),
         ratio_row("11c", "per-frame latency, uint8 streaming: keras route / onnx route", (seconds["keras"], seconds["stream"]),
                   ("keras route", "onnx route"), None, True, command),
+        ratio_row("11d", "per-frame latency, uint8 streaming (onnx route) / keras.applications' MobileNetV2 on one frame", (seconds["stream"], seconds["keras.applications"]),
+                  ("streaming", "keras.applications"), 1.10, True, command),
+        ratio_row("11e", "per-frame latency, uint8 streaming (keras route) / keras.applications' MobileNetV2 on one frame", (seconds["keras"], seconds["keras.applications"]),
+                  ("streaming", "keras.applications"), 1.10, True, command),
     ]
     ops = inspect_tflite(stream_path).ops
     plain_ops = inspect_tflite(single.uint8).ops
     extra = {name: ops[name] - plain_ops.get(name, 0) for name in ops if ops[name] > plain_ops.get(name, 0)}
     if rows[0].met is False:
         rows[0].why = f"The streaming graph adds {', '.join(f'{n} {name}' for name, n in sorted(extra.items()))} over the plain one: buffer slicing, concatenation and (de)quantization at the 21 inputs and outputs."
+    for row, path in ((rows[3], stream_path), (rows[4], keras_path)):
+        if row.met is False:
+            row.why = (
+                "Its graph still normalizes the frame with a SUB and a MUL, 3 values broadcast over the last axis, which the "
+                "clip graphs no longer do (row 13, python -m bench.graph_bisect, measures what that costs)."
+                if inspect_tflite(path).ops["SUB"] else
+                "No normalization left in its graph: what remains is the shift's buffers (row 11a) and the 21 quantized inputs and outputs."
+            )
     details = [
         f"Streaming uint8 model: {stream_path.stat().st_size / 1e6:.2f} MB, ops {dict(ops.most_common())}; converted in {conversion_seconds:.0f} s. "
         f"Ops it has beyond the plain single-frame model: {extra}.",

@@ -15,21 +15,25 @@ from torch import Tensor, nn
 
 from conversion.errors import ConversionError
 from torch_tsm.cli import ignoring_warning
-from torch_tsm.model import MobileNetV2TSM
+from torch_tsm.model import FoldedStem, MobileNetV2TSM
 
 OPSET = 17
 
 
 class ClipAsFrames(nn.Module):
-    """The clip model seen from one clip's frames: what is exported."""
+    """The clip model seen from one clip's frames: what is exported, with the normalization folded into the
+    first convolution (FoldedStem)."""
 
     def __init__(self, model: MobileNetV2TSM) -> None:
         super().__init__()
         self.model = model
+        self.stem = FoldedStem(model)
 
     def forward(self, frames: Tensor) -> Tensor:
         # (T, 3, H, W) pixels 0..255 -> (1, K) clip logits
-        return self.model.forward_frames(frames).mean(dim=0, keepdim=True)
+        x = self.model.features[1:](self.stem(frames))
+        frame_logits = self.model.classifier(nn.functional.adaptive_avg_pool2d(x, 1).flatten(1))
+        return frame_logits.mean(dim=0, keepdim=True)
 
 
 def export_onnx(model: MobileNetV2TSM, path: Path, image_size: int) -> None:

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from torch_tsm.cli import add_verbose_flag, setup
+from torch_tsm.cli import add_verbose_flag, run, setup, user_errors
+from torch_tsm.errors import UserError, reading
 
 _OP_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
 _TYPE_NAMES = {code: name.lower() for name, code in vars(schema.TensorType).items() if not name.startswith("_")}
@@ -64,8 +65,16 @@ class Inspection:
 
 
 def inspect_tflite(path: str | Path) -> Inspection:
+    """What a .tflite file holds; a UserError naming the file when it is not a whole TFLite model."""
     path = Path(path)
     buffer = path.read_bytes()
+    with reading(path, "TFLite model"):  # a truncated flatbuffer fails deep in the reader (struct.error)
+        if not schema.Model.ModelBufferHasIdentifier(buffer, 0):
+            raise UserError(f"{path}: not a TFLite model (no TFL3 identifier)")
+        return _inspect(path, buffer)
+
+
+def _inspect(path: Path, buffer: bytes) -> Inspection:
     model = schema.Model.GetRootAsModel(buffer, 0)
     codes = [model.OperatorCodes(i) for i in range(model.OperatorCodesLength())]
     ops: Counter = Counter()
@@ -149,16 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup(args.verbose)
     failed = False
-    for path in args.models:
-        if not path.is_file():
-            print(f"{path}: no such file", file=sys.stderr)
-            failed = True
-            continue
-        inspection = inspect_tflite(path)
-        print(inspection.report())
-        failed |= not inspection.ok
+    with user_errors(args.verbose):
+        for path in args.models:
+            inspection = inspect_tflite(path)
+            print(inspection.report())
+            failed |= not inspection.ok
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from conversion.errors import ConversionError
+from torch_tsm.errors import UserError, reading
 
 # Float routes: normalized max |logit difference| and arg-max agreement.
 FLOAT_MAX_ABS_NORMALIZED = 1e-4
@@ -117,7 +118,7 @@ class StageChecker:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from torch_tsm.cli import add_verbose_flag, setup
+    from torch_tsm.cli import add_verbose_flag, setup, user_errors
 
     parser = argparse.ArgumentParser(prog="python -m conversion.parity", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_dir", type=Path, help="a trained and converted model folder (models/<run>)")
@@ -125,32 +126,43 @@ def main(argv: list[str] | None = None) -> int:
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
     setup(args.verbose, tensorflow=True)  # before the imports below load TensorFlow (conversion.streaming)
+    with user_errors(args.verbose):
+        return check_model_dir(args.model_dir, args.clips)
 
+
+def check_model_dir(model_dir: Path, clips_count: int) -> int:
+    """The parity table of every converted model in a model folder, stored in its card; the exit status."""
     from conversion.clips import held_out_clips, read_card
     from conversion.runtimes import TorchRunner, load_runner
     from conversion.streaming import STREAMING_FILES, load_stream_runner
     from torch_tsm.model import load_model
 
-    card = read_card(args.model_dir)
-    model = load_model(args.model_dir / card.get("checkpoint", "best.ckpt"))
-    runners = {route: load_runner(args.model_dir / name) for route, name in ROUTE_FILES.items() if (args.model_dir / name).exists()}
+    card = read_card(model_dir)
+    checkpoint = model_dir / card.get("checkpoint", "best.ckpt")
+    with reading(checkpoint, "checkpoint"):
+        model = load_model(checkpoint)
+    runners = {route: load_runner(model_dir / name) for route, name in ROUTE_FILES.items() if (model_dir / name).exists()}
     for files in STREAMING_FILES.values():
-        runners.update({route: load_stream_runner(args.model_dir / name) for route, name in files.items() if (args.model_dir / name).exists()})
+        for route, name in files.items():
+            if (model_dir / name).exists():
+                with reading(model_dir / name, "streaming model"):
+                    runners[route] = load_stream_runner(model_dir / name)
     if any(route.startswith("keras") for route in runners):
         from conversion.runtimes import KerasRunner
         from tf_reference import from_torch_model
 
         runners["keras"] = KerasRunner(from_torch_model(model, image_size=model.image_size))
     if not runners:
-        print(f"{args.model_dir}: no converted model; run python -m conversion.to_tflite --checkpoint {args.model_dir / 'best.ckpt'}", file=sys.stderr)
-        return 2
-    clips, labels = held_out_clips(card, args.clips)
+        raise UserError(f"{model_dir}: no converted model; run python -m conversion.to_tflite --checkpoint {checkpoint}")
+    clips, labels = held_out_clips(card, clips_count)
     rows = check_routes(runners, TorchRunner(model), clips, labels, random_pixel_clips(8, model.num_segments, model.image_size))
     print(table(rows))
     card["parity"] = [row.as_dict() for row in rows]
-    (args.model_dir / "model_card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
+    (model_dir / "model_card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
     return 1 if any(row.verdict == "FAIL" for row in rows) else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from torch_tsm.cli import run
+
+    sys.exit(run(main))

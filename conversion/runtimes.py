@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from torch_tsm.errors import UserError, reading
 from torch_tsm.model import MobileNetV2TSM, load_model
 
 
@@ -18,6 +19,7 @@ class Runner:
 
     num_segments: int
     image_size: int
+    num_classes: int
 
     def __call__(self, clips: np.ndarray) -> np.ndarray:
         # (N, T, S, S, 3) uint8 -> (N, K) float logits
@@ -38,6 +40,7 @@ class TorchRunner(Runner):
         self.model = model.eval()
         self.num_segments = model.num_segments
         self.image_size = model.image_size
+        self.num_classes = model.num_classes
 
     @torch.no_grad()
     def run(self, clips: np.ndarray) -> np.ndarray:
@@ -57,6 +60,7 @@ class OnnxRunner(Runner):
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         shape = self.session.get_inputs()[0].shape  # (T, 3, H, W)
         self.num_segments, self.image_size = shape[0], shape[2]
+        self.num_classes = self.session.get_outputs()[0].shape[-1]  # logits (1, K)
 
     def run(self, clips: np.ndarray) -> np.ndarray:
         # (N, T, H, W, 3) uint8 -> (N, K), one clip at a time (the graph holds one clip)
@@ -73,6 +77,7 @@ class SavedModelRunner(Runner):
         self.function = tf.saved_model.load(str(path)).signatures["serving_default"]
         shape = self.function.structured_input_signature[1]["frames"].shape
         self.num_segments, self.image_size = shape[0], shape[1]
+        self.num_classes = next(iter(self.function.structured_outputs.values())).shape[-1]  # logits (1, K)
 
     def run(self, clips: np.ndarray) -> np.ndarray:
         # (N, T, H, W, 3) uint8 -> (N, K); the SavedModel's one output is the logits, whatever its name
@@ -85,6 +90,7 @@ class KerasRunner(Runner):
     def __init__(self, model) -> None:
         self.model = model
         _, self.num_segments, self.image_size = model.input_shape[:3]
+        self.num_classes = model.output_shape[-1]
 
     def run(self, clips: np.ndarray) -> np.ndarray:
         # (N, T, H, W, 3) uint8 -> (N, K), one clip at a time (the model may be built for batch 1)
@@ -102,6 +108,7 @@ class TFLiteRunner(Runner):
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.num_segments, self.image_size = int(self.input["shape"][1]), int(self.input["shape"][2])
+        self.num_classes = int(self.output["shape"][-1])
 
     def run(self, clips: np.ndarray) -> np.ndarray:
         return np.concatenate([self._run(clip[None]) for clip in clips])
@@ -131,19 +138,26 @@ def dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
 
 
 def load_runner(path: str | Path, threads: int = 2):
-    """The runner for a model file: .ckpt (PyTorch), .onnx, a SavedModel folder or .tflite."""
+    """The runner for a model file: .ckpt (PyTorch), .onnx, a SavedModel folder or .tflite.
+
+    A file that is not what its name says raises a UserError naming it, whatever the runtime raised.
+    """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"model not found: {path}")
+        raise UserError(f"{path}: model not found")
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
-            raise ValueError(f"{path} is a folder but not a SavedModel (no saved_model.pb)")
-        return SavedModelRunner(path)
+            raise UserError(f"{path}: a folder but not a SavedModel (no saved_model.pb)")
+        with reading(path, "SavedModel"):
+            return SavedModelRunner(path)
     suffix = path.suffix.lower()
     if suffix in (".ckpt", ".pt", ".pth"):
-        return TorchRunner(load_model(path))
+        with reading(path, "checkpoint"):
+            return TorchRunner(load_model(path))
     if suffix == ".onnx":
-        return OnnxRunner(path, threads)
+        with reading(path, "ONNX model"):
+            return OnnxRunner(path, threads)
     if suffix == ".tflite":
-        return TFLiteRunner(path, threads)
-    raise ValueError(f"{path}: unknown model type {suffix!r}; expected .ckpt, .onnx, .tflite or a SavedModel folder")
+        with reading(path, "TFLite model"):
+            return TFLiteRunner(path, threads)
+    raise UserError(f"{path}: unknown model type {suffix!r}; expected .ckpt, .onnx, .tflite or a SavedModel folder")

@@ -21,6 +21,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from torch_tsm.cli import ignoring_warning, without_prints
+
 # uint8_input -> a converter for the clip model; uint8_input pins the input range to 0..255.
 ConverterSource = Callable[[bool], AbstractContextManager[tf.lite.TFLiteConverter]]
 
@@ -28,11 +30,13 @@ ConverterSource = Callable[[bool], AbstractContextManager[tf.lite.TFLiteConverte
 def to_float32_tflite(source: ConverterSource) -> bytes:
     with source(False) as converter:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        return converter.convert()
+        with without_prints():
+            return converter.convert()
 
 
-def to_uint8_tflite(source: ConverterSource, calibration_clips: np.ndarray) -> bytes:
-    """`calibration_clips` (M, T, S, S, 3) uint8: real clips preprocessed exactly as at inference."""
+def to_uint8_tflite(source: ConverterSource, calibration_clips: np.ndarray, io_type: tf.DType = tf.uint8) -> bytes:
+    """`calibration_clips` (M, T, S, S, 3) uint8: real clips preprocessed exactly as at inference.
+    io_type: tf.int8 drops the QUANTIZE ops at the input and output (bench/graph_bisect.py measures them)."""
     if len(calibration_clips) == 0:
         raise ValueError("full-integer quantization needs calibration clips")
 
@@ -44,9 +48,10 @@ def to_uint8_tflite(source: ConverterSource, calibration_clips: np.ndarray) -> b
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_dataset
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.uint8
-        converter.inference_output_type = tf.uint8
-        return converter.convert()
+        converter.inference_input_type = converter.inference_output_type = io_type
+        # The warning is about quantized inputs' statistics, which the input range pin (uint8_input) provides.
+        with without_prints(), ignoring_warning("Statistics for quantized inputs were expected", UserWarning):
+            return converter.convert()
 
 
 def saved_model_converter(saved_model_dir: Path, num_segments: int, image_size: int) -> ConverterSource:

@@ -19,8 +19,11 @@ if __name__ == "__main__":  # python -m: quiet TensorFlow before the imports bel
     import_tensorflow(prepare())
 
 import argparse
+import errno
 import json
 import shutil
+import signal
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -38,7 +41,8 @@ from conversion.runtimes import KerasRunner, OnnxRunner, SavedModelRunner, TFLit
 from conversion.streaming import convert_streaming
 from conversion.tflite import ConverterSource, keras_converter, saved_model_converter, to_float32_tflite, to_uint8_tflite
 from tf_reference import from_torch_model
-from torch_tsm.cli import add_verbose_flag, setup, summary
+from torch_tsm.cli import add_verbose_flag, run, setup, summary
+from torch_tsm.errors import UserError, reading
 from torch_tsm.labels import write_labels
 from torch_tsm.model import MobileNetV2TSM, load_model
 
@@ -176,11 +180,12 @@ def _size(path: Path) -> int:
 def newest_checkpoint(models_dir: Path = Path("models")) -> Path:
     checkpoints = sorted(models_dir.glob("*/best.ckpt"), key=lambda p: p.stat().st_mtime)
     if not checkpoints:
-        raise SystemExit(f"no trained model under {models_dir}/; train one with python -m torch_tsm.train, or pass --checkpoint")
+        raise UserError(f"{models_dir}/: no trained model (*/best.ckpt); train one with python -m torch_tsm.train, or pass --checkpoint")
     return checkpoints[-1]
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """The command; bad input is raised (UserError, OSError), as from convert(), and `cli.run` reports it."""
     parser = argparse.ArgumentParser(prog="python -m conversion.to_tflite", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="training checkpoint (default: the newest models/*/best.ckpt)")
     parser.add_argument("--output", type=Path, help="output folder (default: beside the checkpoint)")
@@ -193,12 +198,17 @@ def main(argv: list[str] | None = None) -> dict:
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
     setup(args.verbose, tensorflow=True)
+    # SIGTERM (a scheduler's stop) ends the run like Ctrl-C: the scratch folder is removed, the output untouched.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     checkpoint = args.checkpoint or newest_checkpoint()
-    model = load_model(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(errno.ENOENT, "checkpoint not found", str(checkpoint))
+    with reading(checkpoint, "checkpoint"):
+        model = load_model(checkpoint)
     card_path = checkpoint.parent / "model_card.json"
     if args.data is None and not card_path.is_file():
-        raise SystemExit(f"{card_path} not found: pass --data/--data-root for calibration clips")
+        raise UserError(f"{card_path}: not found; pass --data/--data-root for calibration clips")
     config = json.loads(card_path.read_text(encoding="utf-8"))["config"] if card_path.is_file() else {}
     config = {**config, "num_segments": model.num_segments, "image_size": model.image_size}
     data = data_module(config, args.data, args.data_root)
@@ -209,6 +219,9 @@ def main(argv: list[str] | None = None) -> dict:
         figures = convert(model, output, calibration, held_out, args.route, args.streaming)
     except ConversionError as error:
         raise SystemExit(f"conversion failed, nothing written: {error}") from error
+    except KeyboardInterrupt:
+        print(f"interrupted: no model written to {output}; run the same command again", file=sys.stderr)
+        raise SystemExit(130) from None
     print(conversion_summary(output, figures, args.streaming))
     return figures
 
@@ -244,4 +257,4 @@ def conversion_summary(output: Path, figures: dict, streaming: bool = False) -> 
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main))

@@ -47,7 +47,7 @@ def small_model() -> MobileNetV2TSM:
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
-    """The demo model with the causal shift and 5 epochs instead of 6 (about 2 minutes here). Parity
+    """The demo model with the causal shift and 5 epochs instead of 8 (about 2 minutes here). Parity
     on random weights proves nothing and uint8 agreement needs real margins, so every conversion test
     works on this one; being causal, it also serves the streaming tests."""
     from torch_tsm.train import main

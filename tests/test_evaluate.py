@@ -153,7 +153,7 @@ def test_data_comes_from_the_card_or_must_be_given(converted, tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "problem, message",
-    [("missing", "model not found.*nowhere.tflite"), ("unknown runtime", "unknown model type '.bin'"), ("input size", "takes clips of 8 frames at 64 px, but the data gives 8 frames at 48 px"), ("classes", "predicts 10 classes.*but the synthetic data has 10 classes")],
+    [("missing", "nowhere.tflite: model not found"), ("unknown runtime", "unknown model type '.bin'"), ("input size", "takes clips of 8 frames at 64 px, but the data gives 8 frames at 48 px"), ("classes", "predicts 10 classes.*but the synthetic data has 10 classes")],
 )
 def test_clear_errors(problem, message, trained_run, tmp_path):
     model = trained_run / CHECKPOINT

@@ -49,7 +49,8 @@ def test_existing_run_is_not_overwritten(tmp_path):
 
 def test_bukva_recipe_trains_over_bad_entries(tmp_path, monkeypatch):
     # The authors' recipe by flags, on a Bukva folder with a corrupt, an empty and a missing video, an
-    # escaping id and an unknown label: the run finishes, and the model card counts what was skipped.
+    # escaping id, an unknown label and a repeated id: the run finishes, and the model card counts what
+    # was skipped (train: corrupt, empty, escape, unknown label, the second v2; val: missing).
     from tests.test_prepare import BAD, GOOD, bukva_folder
 
     root = bukva_folder(tmp_path / "bukva", GOOD + BAD)
@@ -64,7 +65,7 @@ def test_bukva_recipe_trains_over_bad_entries(tmp_path, monkeypatch):
     recipe = ["--optimizer", "sgd", "--lr", "0.02", "--momentum", "0.8", "--head-lr-mult", "10", "--gradient-clip", "20", "--resize", "multiscale"]
     output = main(["--data", "bukva", "--data-root", str(root), "--output", str(tmp_path / "run"), *TINY, "--batch-size", "2", "--max-epochs", "1", *recipe])
     card = json.loads((output / "model_card.json").read_text(encoding="utf-8"))
-    assert card["skipped_clips"] == {"train": 4, "val": 1} and card["validation_clips"] == 2
+    assert card["skipped_clips"] == {"train": 5, "val": 1} and card["validation_clips"] == 2
     assert card["config"]["flip"] is True and card["config"]["resize"] == "multiscale"  # flip: on by default for bukva
     assert trainer_arguments["gradient_clip_val"] == 20
     optimizer = torch.load(output / "last.ckpt", map_location="cpu", weights_only=True)["optimizer_states"][0]
@@ -117,15 +118,24 @@ def saved_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     return torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
 
 
+def start(command: list[str], log: Path) -> subprocess.Popen:
+    with log.open("w") as stderr:  # a file, not a pipe: a pipe nobody reads can fill and stall the run
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+
+
+def finish(process: subprocess.Popen, log: Path) -> None:
+    assert process.wait(timeout=600) == 0, log.read_text()[-3000:]
+
+
 @pytest.fixture(scope="module")
 def killed_and_resumed(tmp_path_factory) -> dict:
     """One run trained without a break, and the same run (same seed) killed with SIGKILL mid-epoch,
     then restarted with --resume: their folders, the step the kill left, and the restart's output."""
     folder = tmp_path_factory.mktemp("resume")
     common = ["--synthetic-clips", "192", "16", "--max-epochs", "2", "--checkpoint-every", "3"]
-    subprocess.run(train_command(folder / "whole", *common), check=True, capture_output=True, timeout=600)
-    expected = saved_step(folder / "whole" / "last.ckpt")
-
+    expected = 2 * 192 // 8  # steps of the whole run: 2 epochs of 192 clips in batches of 8
+    # The uninterrupted run and the one to kill run side by side (independent runs, half the wait).
+    whole = start(train_command(folder / "whole", *common), folder / "whole.log")
     interrupted = folder / "interrupted"
     process = subprocess.Popen(train_command(interrupted, *common), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
@@ -138,6 +148,7 @@ def killed_and_resumed(tmp_path_factory) -> dict:
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)  # mid-epoch, no chance to clean up
     process.wait()
+    finish(whole, folder / "whole.log")
     killed = saved_weights(interrupted / "last.ckpt")
     killed_at = saved_step(interrupted / "last.ckpt")
     # A marked copy of the checkpoint: class 0's bias + 100, which the few remaining steps (AdamW,
@@ -146,15 +157,19 @@ def killed_and_resumed(tmp_path_factory) -> dict:
     marked["state_dict"]["model.classifier.1.bias"][0] += 100
     torch.save(marked, folder / "marked.ckpt")
 
-    subprocess.run(train_command(interrupted, *common, "--resume", str(interrupted / "last.ckpt")), check=True, capture_output=True, timeout=600)
-    subprocess.run(train_command(folder / "marked", *common, "--resume", str(folder / "marked.ckpt")), check=True, capture_output=True, timeout=600)
+    restarts = {  # side by side too
+        folder / "resumed.log": start(train_command(interrupted, *common, "--resume", str(interrupted / "last.ckpt")), folder / "resumed.log"),
+        folder / "marked.log": start(train_command(folder / "marked", *common, "--resume", str(folder / "marked.ckpt")), folder / "marked.log"),
+    }
+    for log, restart in restarts.items():
+        finish(restart, log)
     return {"whole": folder / "whole", "interrupted": interrupted, "marked": folder / "marked", "expected": expected, "killed_at": killed_at, "killed": killed}
 
 
 def test_killed_run_resumes_from_its_checkpoint(killed_and_resumed):
     run = killed_and_resumed
-    assert run["expected"] == 2 * 192 // 8 and 0 < run["killed_at"] < run["expected"]
-    assert saved_step(run["interrupted"] / "last.ckpt") == run["expected"]
+    assert 0 < run["killed_at"] < run["expected"]
+    assert saved_step(run["whole"] / "last.ckpt") == saved_step(run["interrupted"] / "last.ckpt") == run["expected"]
     # A restart that ignored --resume would end at the same step, and (training being deterministic
     # here) with the uninterrupted run's weights: the marked checkpoint's restart shows it started from
     # the checkpoint, and the weights must have moved on from the checkpoint's.

@@ -14,7 +14,7 @@ tf_reference.model with the same names, so tf_reference.weights loads a torch ch
 import keras
 import tensorflow as tf
 
-from tf_reference.model import FOLD_DIV, Normalize, classifier, features
+from tf_reference.model import FOLD_DIV, classifier, features
 
 
 def build_streaming_model(num_classes: int, width_mult: float, image_size: int) -> keras.Model:
@@ -31,8 +31,7 @@ def build_streaming_model(num_classes: int, width_mult: float, image_size: int) 
         new_buffers.append(carried)
         return shifted
 
-    x = Normalize(name="normalize")(frame)
-    logits = classifier(features(x, width_mult, shift_from_buffer), num_classes)
+    logits = classifier(features(frame, width_mult, shift_from_buffer), num_classes)
     return keras.Model([frame, *buffers], [logits, *new_buffers], name="mobilenetv2_tsm_streaming")
 
 

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import torch
 
-from tf_reference.model import TemporalShift, build_model
+from tf_reference.model import IMAGENET_MEAN, IMAGENET_STD, STEM, TemporalShift, build_model
 from tf_reference.streaming import build_streaming_model
 from torch_tsm.model import MobileNetV2TSM, load_model
 
@@ -78,7 +78,8 @@ def load_torch_state_dict(keras_model: keras.Model, state_dict: Mapping[str, tor
         for variable, key, layout in sources:
             if key not in tensors:
                 raise ValueError(f"layer {layer.name}: the torch state dict has no {key!r}")
-            value = tensors[key].transpose(layout) if layout else tensors[key]
+            value = _fold_normalization(key, tensors[key], tensors)
+            value = value.transpose(layout) if layout else value
             if value.shape != tuple(variable.shape):
                 raise ValueError(
                     f"layer {layer.name}: torch {key!r} of shape {tensors[key].shape} gives {value.shape}, "
@@ -91,6 +92,19 @@ def load_torch_state_dict(keras_model: keras.Model, state_dict: Mapping[str, tor
         raise ValueError(f"torch tensors with no Keras layer: {unused}")
     for variable, _, value in assignments:
         variable.assign(value.astype(variable.dtype))
+
+
+def _fold_normalization(key: str, value: np.ndarray, tensors: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The torch tensor `key` as the Keras stem needs it, which takes raw pixels (tf_reference.model):
+    conv(W, (x - mean) / std) = conv(W / std, x) - conv(W / std, mean), and that constant per output
+    channel is added to the running mean of the BatchNorm that follows. Other tensors pass unchanged."""
+    std = np.asarray(IMAGENET_STD, np.float64)  # folded in float64, rounded once when assigned
+    if key == f"{STEM}.0.weight":  # (out, in, kh, kw)
+        return value / std[None, :, None, None]
+    if key == f"{STEM}.1.running_mean":
+        kernel = tensors[f"{STEM}.0.weight"].astype(np.float64)
+        return value + np.einsum("oikl,i->o", kernel, np.asarray(IMAGENET_MEAN, np.float64) / std)
+    return value
 
 
 def _torch_sources(layer: keras.layers.Layer) -> list[tuple[keras.Variable, str, tuple[int, ...] | None]]:

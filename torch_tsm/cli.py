@@ -11,6 +11,12 @@ thing in main(). TensorFlow reads its log level once, when it loads: a module th
 at the top also calls `prepare()` in an `if __name__ == "__main__":` block above its imports (for
 `python -m`), and the console scripts below call `prepare()` before they import their command.
 
+Bad input, one convention for every command: a UserError (torch_tsm/errors.py) or an OSError (a
+missing file, a full disk, a file where a folder belongs) ends as one line `error: <file>: <what is
+wrong>` on stderr and exit status 2 (`user_errors`, around a main()'s work, and `run`, the process
+boundary of `python -m` and the console scripts); a bug keeps its traceback; --verbose prints the
+traceback of bad input too.
+
 This module imports neither torch nor TensorFlow at load, and nothing from `conversion` (torch_tsm is
 the lower layer).
 """
@@ -18,13 +24,17 @@ the lower layer).
 import argparse
 import contextlib
 import importlib
+import io
 import logging
 import os
 import re
 import sys
 import tempfile
+import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+
+from torch_tsm.errors import UserError, first_line
 
 VERBOSE_FLAG = "--verbose"
 VERBOSE_ENV = "TSM_VERBOSE"
@@ -91,11 +101,19 @@ def setup(verbose: bool, tensorflow: bool = False) -> None:
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
     if not verbose:
         prepare([])
+        quiet_opencv()
         if not sys.warnoptions:  # -W or PYTHONWARNINGS: the user's own choice
             for message, category in NOT_ACTIONABLE:
                 warnings.filterwarnings("ignore", message=message, category=category)
     if tensorflow:
         import_tensorflow(verbose)
+
+
+def quiet_opencv() -> None:
+    """OpenCV's C++ log at errors only: its warnings (e.g. "can't open camera by index") repeat our own one-line error."""
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 @contextlib.contextmanager
@@ -110,6 +128,18 @@ def ignoring_warning(message: str, category: type[Warning] = Warning) -> Iterato
         yield
 
 
+@contextlib.contextmanager
+def without_prints() -> Iterator[None]:
+    """Around a library call that prints what nobody can act on (Keras 3's export, which the TFLite
+    converter runs on a Keras model, lists all of the model's hundreds of captured tensors): its
+    standard output dropped, unless --verbose or TSM_VERBOSE=1."""
+    if _verbose or verbose_requested([]):
+        yield
+        return
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
 def import_tensorflow(verbose: bool = False) -> None:
     """Loads TensorFlow and lets it look for GPUs, with its start-up notices of a CPU-only machine dropped.
 
@@ -118,11 +148,12 @@ def import_tensorflow(verbose: bool = False) -> None:
     an error that cuInit failed. Both say only that this machine has no GPU driver; the lines are
     read back from stderr and anything else is passed on.
     """
+    import torch._dynamo  # noqa: F401  # before TensorFlow, verbose or not (conversion/__init__.py)
+
     if verbose or "tensorflow" in sys.modules:
         import tensorflow as tf  # noqa: F401
 
         return
-    import torch._dynamo  # noqa: F401  # before TensorFlow (conversion/__init__.py)
 
     sys.stderr.flush()
     saved = os.dup(2)
@@ -150,16 +181,60 @@ def without_startup_noise(lines: list[str]) -> list[str]:
     ]
 
 
+class UserExit(SystemExit):
+    """Exit status 2 after a user error; str() is the line already printed, for callers of main() in-process."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__(2)
+        self.line = line
+
+    def __str__(self) -> str:
+        return self.line
+
+
+def error_line(error: UserError | OSError) -> str:
+    """`error: <file>: <what is wrong>`: an OSError names its file in .filename, a UserError in its message."""
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"error: {error.filename}: {error.strerror or first_line(error)}"
+    return f"error: {first_line(error)}"
+
+
+@contextlib.contextmanager
+def user_errors(verbose: bool) -> Iterator[None]:
+    """Around a command's work: bad input becomes one line on stderr and exit status 2 (see the module doc)."""
+    try:
+        yield
+    except (UserError, OSError) as error:
+        if verbose:
+            traceback.print_exc()
+        line = error_line(error)
+        print(line, file=sys.stderr)
+        raise UserExit(line) from error
+
+
+def run(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> int:
+    """A command as a process (`python -m` and the console scripts): its exit status, bad input as one line.
+
+    Most main()s already end bad input this way themselves (so their in-process callers get the exit
+    too); to_tflite's main() raises it, as its library function does, and relies on this boundary.
+    """
+    try:
+        with user_errors(verbose_requested(argv)):
+            result = main(argv)
+    except UserExit as exit:  # the line is printed; the status is what is left
+        return exit.code
+    return result if isinstance(result, int) else 0
+
+
 def _command(module: str, tensorflow: bool = False) -> Callable[[], int]:
-    def run() -> int:
+    def command() -> int:
         verbose = prepare()
         if tensorflow:  # the module imports TensorFlow at the top
             import_tensorflow(verbose)
-        result = importlib.import_module(module).main()
-        return result if isinstance(result, int) else 0
+        return run(importlib.import_module(module).main)
 
-    run.__doc__ = f"The console script for python -m {module}."
-    return run
+    command.__doc__ = f"The console script for python -m {module}."
+    return command
 
 
 # The console scripts ([project.scripts] in pyproject.toml): each is `python -m <module>`.

@@ -7,6 +7,7 @@ from pytorch_lightning.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader, DistributedSampler
 
 from torch_tsm.datasets import ClipDataset, collate_clips, frame_folder_labels, read_bukva, read_frame_folders, usable_cores
+from torch_tsm.errors import UserError
 from torch_tsm.frames import FrameTransform
 from torch_tsm.labels import BUKVA_LABELS
 from torch_tsm.synthetic import SYNTHETIC_LABELS, synthetic_clips
@@ -56,9 +57,9 @@ class ClipDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         if data not in DATA_KINDS:
-            raise ValueError(f"unknown data {data!r}; expected one of {DATA_KINDS}")
+            raise UserError(f"unknown data {data!r}; expected one of {DATA_KINDS}")
         if data != "synthetic" and data_root is None:
-            raise ValueError(f"--data {data} needs --data-root")
+            raise UserError(f"--data {data} needs --data-root")
         self.data = data
         self.data_root = Path(data_root) if data_root is not None else None
         self.num_segments = num_segments

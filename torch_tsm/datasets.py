@@ -15,6 +15,7 @@ the file name and skipped, never fatal, unless nothing usable is left.
 """
 
 import csv
+import errno
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from torch_tsm.errors import UserError
 from torch_tsm.frames import FrameTransform, UnreadableVideo, probe_frame_count, read_image, read_video_frames, segment_indices
 from torch_tsm.labels import BUKVA_LABELS, read_labels
 
@@ -90,7 +92,7 @@ class SkipReport:
     def summary(self, kept: int) -> str:
         line = f"{self.what}: {kept} clips, {len(self.problems)} skipped"
         if kept == 0:
-            raise ValueError(f"{line}: no usable clip" + (f" (first problem: {self.problems[0]})" if self.problems else ""))
+            raise UserError(f"{line}: no usable clip" + (f" (first problem: {self.problems[0]})" if self.problems else ""))
         log.info(line) if not self.problems else log.warning(line)
         return line
 
@@ -113,12 +115,16 @@ def bukva_entries(root: Path, source: str, report: SkipReport, split: str | None
     root = Path(root)
     rows = _read_tsv(root / "annotations.tsv", {"attachment_id", "text", "begin", "end", "train"})
     videos = _files_by_stem(root / source)
-    entries = []
+    entries, seen = [], set()
     for row in rows:
         train = row["train"].strip() == "True"
         if split is not None and train != (split == "train"):
             continue
         attachment, text = row["attachment_id"].strip(), row["text"].strip()
+        if attachment in seen:  # one video, one clip: and prepare writes one folder per id
+            report.skip(f"{attachment}: attachment_id listed again (the first row is kept)")
+            continue
+        seen.add(attachment)
         if not _is_plain_name(attachment):
             report.skip(f"{root / 'annotations.tsv'}: attachment_id {attachment!r} is not a plain file name (would escape {root})")
         elif text not in BUKVA_LABELS:
@@ -238,14 +244,28 @@ def usable_cores() -> int:
 
 
 def _read_tsv(path: Path, required: set[str]) -> list[dict[str, str]]:
+    """The rows of a tab-separated file with a header; UTF-8 with or without a BOM, LF or CRLF line ends."""
     if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
-    with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter="\t")
-        missing = required - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {sorted(missing)}; found {reader.fieldnames}")
-        return list(reader)
+        raise FileNotFoundError(errno.ENOENT, "annotation file not found", str(path))
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle, delimiter="\t")
+            header = next(reader, None)
+            if header is None:
+                raise UserError(f"{path}: empty; expected a tab-separated header with {sorted(required)}")
+            missing = required - set(header)
+            if missing:
+                raise UserError(f"{path}: missing column(s) {sorted(missing)}; found {header} (tab-separated?)")
+            rows = []
+            for fields in reader:
+                if not fields:
+                    continue  # a blank line
+                if len(fields) != len(header):  # a shifted row: its values would land in the wrong columns
+                    raise UserError(f"{path}: line {reader.line_num} has {len(fields)} fields, the header {len(header)}")
+                rows.append(dict(zip(header, fields)))
+    except UnicodeDecodeError as error:  # e.g. cp1251, common for Russian files
+        raise UserError(f"{path}: not UTF-8 text (byte {error.start}); save it as UTF-8") from error
+    return rows
 
 
 def _is_plain_name(name: str) -> bool:
@@ -254,7 +274,7 @@ def _is_plain_name(name: str) -> bool:
 
 def _files_by_stem(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
-        raise FileNotFoundError(f"video folder not found: {folder}")
+        raise FileNotFoundError(errno.ENOENT, "video folder not found", str(folder))
     return {entry.name.rsplit(".", 1)[0]: Path(entry.path) for entry in os.scandir(folder) if entry.is_file()}
 
 

@@ -15,6 +15,7 @@ top-3, agreement with the first model) and the list of clips where they disagree
 
 import argparse
 import json
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +34,11 @@ from torchmetrics.functional.classification import (
 
 from conversion.clips import data_module, read_card  # the conversion package loads torch's compiler before TF
 from conversion.runtimes import Runner, TorchRunner, load_runner
-from torch_tsm.cli import add_verbose_flag, setup
+from torch_tsm.cli import add_verbose_flag, run, setup, user_errors
 from torch_tsm.datamodule import DATA_KINDS, ClipDataModule
 from torch_tsm.datasets import ClipDataset
-from torch_tsm.labels import read_labels
+from torch_tsm.errors import UserError
+from torch_tsm.labels import check_label_count, read_labels
 from torch_tsm.metrics import accuracy_figures, pair_accuracy
 from torch_tsm.synthetic import DIRECTION_PAIRS
 
@@ -77,23 +79,26 @@ def model_names(paths: Sequence[Path]) -> list[str]:
     if len(set(names)) < len(names):
         names = [f"{path.parent.name}/{path.name}" for path in paths]
     if len(set(names)) < len(names):
-        raise ValueError(f"the same model is given twice: {[str(p) for p in paths]}")
+        raise UserError(f"{paths[0]}: the same model is given twice: {[str(p) for p in paths]}")
     return names
 
 
 def model_labels(path: Path, runner: Runner, labels_file: Path | None) -> list[str] | None:
-    """--labels when given, else labels.txt beside the model file, else the checkpoint's own class names."""
-    if labels_file is not None:
-        return read_labels(labels_file)
-    if (path.parent / "labels.txt").is_file():
-        return read_labels(path.parent / "labels.txt")
-    return runner.model.labels if isinstance(runner, TorchRunner) else None
+    """--labels when given, else labels.txt beside the model file (either must name each of the model's
+    classes), else the checkpoint's own class names."""
+    if labels_file is None and (path.parent / "labels.txt").is_file():
+        labels_file = path.parent / "labels.txt"
+    if labels_file is None:
+        return runner.model.labels if isinstance(runner, TorchRunner) else None
+    labels = read_labels(labels_file)
+    check_label_count(labels, runner.num_classes, labels_file)
+    return labels
 
 
 def load_models(paths: Sequence[Path], labels_file: Path | None = None) -> list[Model]:
     missing = [str(path) for path in paths if not path.exists()]
     if missing:
-        raise FileNotFoundError(f"model not found: {', '.join(missing)}")
+        raise UserError(f"{', '.join(missing)}: model not found")
     models = []
     for name, path in zip(model_names(paths), paths):
         runner = load_runner(path)
@@ -106,22 +111,27 @@ def evaluation_data(model: Model, data: str | None = None, data_root: Path | Non
     card_path = model.path.parent / "model_card.json"
     config = read_card(model.path.parent).get("config", {}) if card_path.is_file() else {}
     if data is None and "data" not in config:
-        raise ValueError(f"no training config in {card_path} to take the data from: pass --data (and --data-root)")
+        raise UserError(f"{card_path}: no training config to take the data from; pass --data (and --data-root)")
     if data is None and data_root is not None:
         data = config["data"]  # the card's kind of data, in another folder
     shape = {"num_segments": model.runner.num_segments, "image_size": model.runner.image_size}
-    return data_module({**shape, **config}, data, data_root)
+    try:
+        return data_module({**shape, **config}, data, data_root)
+    except ValueError as error:  # the data module's check of --data and --data-root: options, not a bug
+        raise UserError(f"{card_path if data is None else model.path}: {error}") from error
 
 
 def check_model_fits(model: Model, data: ClipDataModule) -> None:
     """The model takes the data's clip shape and predicts the data's classes, in the same order."""
     if (model.runner.num_segments, model.runner.image_size) != (data.num_segments, data.image_size):
-        raise ValueError(
+        raise UserError(
             f"{model.path} takes clips of {model.runner.num_segments} frames at {model.runner.image_size} px, "
             f"but the data gives {data.num_segments} frames at {data.image_size} px"
         )
+    if model.runner.num_classes != len(data.labels):
+        raise UserError(f"{model.path} predicts {model.runner.num_classes} classes, but the {data.data} data has {len(data.labels)} classes {_preview(data.labels)}")
     if model.labels is not None and model.labels != data.labels:
-        raise ValueError(
+        raise UserError(
             f"{model.path} predicts {len(model.labels)} classes {_preview(model.labels)}, "
             f"but the {data.data} data has {len(data.labels)} classes {_preview(data.labels)}"
         )
@@ -160,7 +170,7 @@ def predict(models: Sequence[Model], dataset: ClipDataset, batch_size: int = 16,
         for model in models:
             logits[model.name].append(np.asarray(model.runner(clips), np.float32))
     if not names:
-        raise ValueError(f"none of the {len(dataset)} clips could be decoded")
+        raise UserError(f"none of the {len(dataset)} clips could be decoded")
     return Predictions(names, np.concatenate(labels), {name: np.concatenate(parts) for name, parts in logits.items()})
 
 
@@ -336,22 +346,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     setup(args.verbose, tensorflow=any(path.is_dir() for path in args.model))  # SavedModel folders load TensorFlow
-    try:
+    with user_errors(args.verbose):
         models = load_models(args.model, args.labels)
         data = evaluation_data(models[0], args.data, args.data_root)
         for model in models:
             check_model_fits(model, data)
         dataset = data.dataset(args.split, train=False)
-    except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"evaluate: {error}") from error
-    predictions = predict(models, dataset, args.batch_size, args.num_workers)
-    report = evaluation_report(models, data, args.split, predictions, args.compare)
-    output = args.output or args.model[0].parent / f"evaluation-{args.split}"
-    write_outputs(report, output)
+        predictions = predict(models, dataset, args.batch_size, args.num_workers)
+        report = evaluation_report(models, data, args.split, predictions, args.compare)
+        output = args.output or args.model[0].parent / f"evaluation-{args.split}"
+        write_outputs(report, output)
     print(summary(report))
     print(f"\nreport written to {output}")
     return report
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main))

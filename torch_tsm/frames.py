@@ -13,11 +13,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from torch_tsm.errors import UserError
+
 LETTERBOX_GREY = 114
 
 
-class UnreadableVideo(Exception):
-    """A video or frame that cannot be decoded; the message names the file."""
+class UnreadableVideo(UserError):
+    """A video or frame that cannot be decoded; the message names the file.
+
+    Datasets skip such a clip and go on; a command given the one file (predict) stops with it.
+    """
 
 
 def segment_indices(num_frames: int, num_segments: int, rng: np.random.Generator | None) -> np.ndarray:

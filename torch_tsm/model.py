@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 from torchvision.models.mobilenetv2 import InvertedResidual
 
+from torch_tsm.errors import UserError, reading
 from torch_tsm.shift import SHIFT_MODES, temporal_shift
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # in 0..255 pixel units
@@ -79,6 +80,45 @@ class MobileNetV2TSM(nn.Module):
         return [m for m in self.features if isinstance(m, ShiftedInvertedResidual)]
 
 
+class FoldedStem(nn.Module):
+    """`model.features[0]` on raw pixels, the ImageNet normalization folded in (as tf_reference's stem).
+
+    The normalization `(x - mean) / std` becomes, after onnx2tf, a SUB and a MUL over every pixel with 3
+    values broadcast over the channels-last axis: slow in XNNPACK's uint8 kernels (tf_reference.model gives
+    the measurement; bench/graph_bisect.py compares the whole graphs). Used where a graph is exported
+    (conversion/export_onnx.py); training keeps features[0], whose state dict is torchvision's.
+
+    conv(W, (x - mean) / std) = conv(W / std, x) - conv(W / std, mean): the kernel is divided by std per
+    input channel, and the constant goes into the BatchNorm's running mean, which onnxsim folds into the
+    convolution. The zero padding of normalized pixels is a border of the mean in raw
+    pixels: two concatenations of constants, no arithmetic on the pixels at all.
+    """
+
+    def __init__(self, model: MobileNetV2TSM) -> None:
+        super().__init__()
+        conv, batch_norm, activation = model.features[0]
+        std = model.std.view(1, -1, 1, 1)
+        self.conv = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, padding=0, bias=False)
+        self.conv.weight.data = conv.weight.detach() / std
+        self.batch_norm = nn.BatchNorm2d(batch_norm.num_features, batch_norm.eps).eval()
+        self.batch_norm.load_state_dict(batch_norm.state_dict())
+        offset = (self.conv.weight.detach() * model.mean.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
+        self.batch_norm.running_mean += offset
+        self.activation = activation
+        self.register_buffer("mean", model.mean.view(1, -1, 1, 1).detach().clone(), persistent=False)
+        self.padding = conv.padding
+
+    def forward(self, frames: Tensor) -> Tensor:
+        # (N, 3, H, W) pixels 0..255 -> (N, C, H', W'), as model.features[0]((frames - mean) / std)
+        n, c, h, w = frames.shape
+        pad_h, pad_w = self.padding
+        rows = self.mean.expand(n, c, pad_h, w)
+        x = torch.cat([rows, frames, rows], dim=2)
+        columns = self.mean.expand(n, c, h + 2 * pad_h, pad_w)
+        x = torch.cat([columns, x, columns], dim=3)
+        return self.activation(self.batch_norm(self.conv(x)))
+
+
 def build_model(
     num_classes: int,
     num_segments: int = 8,
@@ -95,25 +135,26 @@ def build_model(
         backbone = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
         missing = [k for k in own if k.startswith("features.") and k not in backbone]
         if missing:
-            raise ValueError(f"pretrained weights {pretrained} do not fit this model (e.g. {missing[0]}); check --width-mult")
+            raise UserError(f"{pretrained}: these pretrained weights do not fit this model (e.g. {missing[0]}); check --width-mult")
         model.load_state_dict(backbone, strict=False)
     return model
 
 
 def _imagenet_state_dict(width_mult: float) -> dict[str, Tensor]:
     if width_mult != 1.0:
-        raise ValueError("torchvision's ImageNet weights exist only for width_mult=1.0")
+        raise UserError("--pretrained imagenet: torchvision's ImageNet weights exist only for width_mult=1.0")
     try:
         return MobileNet_V2_Weights.IMAGENET1K_V2.get_state_dict(progress=False)
     except Exception as error:  # no network, proxy, corrupt cache: say what to do instead
-        raise RuntimeError(
-            f"could not fetch torchvision's ImageNet weights for MobileNetV2 ({error}). "
+        raise UserError(
+            f"--pretrained imagenet: could not fetch torchvision's ImageNet weights for MobileNetV2 ({error}). "
             "Download them once where a network is available, or pass a local state-dict file to --pretrained."
         ) from error
 
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
-    payload = safe_torch_load(path)
+    with reading(path, "weights file"):
+        payload = safe_torch_load(path)
     return payload.get("state_dict", payload) if isinstance(payload, dict) else payload
 
 

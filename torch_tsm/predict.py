@@ -18,6 +18,7 @@ loop (decode + preprocess + model) are printed at the end.
 import argparse
 import functools
 import json
+import sys
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -29,13 +30,15 @@ import numpy as np
 from matplotlib import font_manager
 from PIL import Image, ImageDraw, ImageFont
 
-from torch_tsm.cli import add_verbose_flag, setup
+from torch_tsm.cli import add_verbose_flag, setup, user_errors
+from torch_tsm.cli import run as run_command  # run() below is the loop
+from torch_tsm.errors import UserError, reading
 from torch_tsm.frames import FrameTransform
 
 NO_EVENT = "no_event"
 
 
-class PredictError(Exception):
+class PredictError(UserError):
     """Something the user can fix: the message says what."""
 
 
@@ -92,13 +95,11 @@ def load(path: Path, mode: str | None, stride: int, smooth: int) -> LoadedModel:
     from torch_tsm.streaming import StreamingTSM
 
     if not path.exists():
-        raise PredictError(f"model not found: {path}")
+        raise PredictError(f"{path}: model not found")
     suffix = path.suffix.lower()
     if suffix in (".ckpt", ".pt", ".pth"):
-        try:
+        with reading(path, "checkpoint"):
             model = load_model(path)
-        except ValueError as error:
-            raise PredictError(str(error)) from error
         mode = mode or "clip"
         if mode == "stream":
             try:
@@ -107,8 +108,10 @@ def load(path: Path, mode: str | None, stride: int, smooth: int) -> LoadedModel:
                 raise PredictError(f"{path}: {error}") from error
             return LoadedModel(StreamPredictor(runner, smooth or model.num_segments), model.labels, model.image_size, mode)
         return LoadedModel(ClipPredictor(TorchRunner(model), model.num_segments, stride), model.labels, model.image_size, mode)
-    if (suffix == ".tflite" and is_streaming_tflite(path)) or (suffix == ".onnx" and is_streaming_onnx(path)):
-        runner = load_stream_runner(path)
+    with reading(path, "model"):
+        streaming = (suffix == ".tflite" and is_streaming_tflite(path)) or (suffix == ".onnx" and is_streaming_onnx(path))
+        runner = load_stream_runner(path) if streaming else None
+    if runner is not None:
         mode = mode or "stream"
         labels = _labels_beside(path, runner.labels_count)
         # A streaming model runs clips too: T frames from zero buffers give the clip model's logits.
@@ -119,7 +122,7 @@ def load(path: Path, mode: str | None, stride: int, smooth: int) -> LoadedModel:
         raise PredictError(f"{path} is a clip model; --mode stream needs a streaming model (model_streaming*.tflite / .onnx, model_keras_streaming_*.tflite, or a checkpoint trained with --shift causal)")
     _check_clip_input(path)
     runner = load_runner(path)
-    labels = _labels_beside(path, None)
+    labels = _labels_beside(path, runner.num_classes)
     return LoadedModel(ClipPredictor(runner, runner.num_segments, stride), labels, runner.image_size, "clip")
 
 
@@ -136,13 +139,16 @@ def _check_clip_input(path: Path) -> None:
         raise PredictError(f"{path}: its input ({found}) does not fit: expected a clip (1, T, S, S, 3) or a streaming model (frame + buffers)")
 
 
-def _labels_beside(path: Path, count: int | None) -> list[str]:
-    from torch_tsm.labels import read_labels
+def _labels_beside(path: Path, count: int) -> list[str]:
+    """labels.txt beside the model, checked against its `count` classes, else the class numbers."""
+    from torch_tsm.labels import check_label_count, read_labels
 
     labels_file = path.parent / "labels.txt"
     if labels_file.is_file():
-        return read_labels(labels_file)
-    return [str(i) for i in range(count or 0)]
+        labels = read_labels(labels_file)
+        check_label_count(labels, count, labels_file)
+        return labels
+    return [str(i) for i in range(count)]
 
 
 def _card_segments(path: Path) -> int:
@@ -173,7 +179,7 @@ def open_source(video: Path | None, camera: int | None) -> Source:
             raise PredictError(f"camera {camera} not found or cannot be opened")
         return Source(capture, 0.0, f"camera {camera}")
     if not video.is_file():
-        raise PredictError(f"video not found: {video}")
+        raise PredictError(f"{video}: video not found")
     capture = cv2.VideoCapture(str(video))
     if not capture.isOpened():
         raise PredictError(f"{video}: cannot be opened as a video")
@@ -181,14 +187,15 @@ def open_source(video: Path | None, camera: int | None) -> Source:
 
 
 def read_frames(source: Source, max_frames: int | None) -> Iterator[tuple[float, np.ndarray]]:
-    # -> (time in seconds, (h, w, 3) BGR frame) until the source ends
+    # -> (time in seconds, (h, w, 3) BGR frame) until the source ends. A file's frames are timed by
+    # their own timestamps, not index / fps: phones record at a variable frame rate.
     started = time.perf_counter()
     index = 0
     while max_frames is None or index < max_frames:
         ok, frame = source.capture.read()
         if not ok:
             break
-        yield (index / source.fps if source.fps else time.perf_counter() - started), frame
+        yield (source.capture.get(cv2.CAP_PROP_POS_MSEC) / 1000 if source.fps else time.perf_counter() - started), frame
         index += 1
 
 
@@ -216,9 +223,7 @@ class Timeline:
         self.candidate, self.run, self.run_start = -1, 0, 0.0
 
     def update(self, time_s: float, logits: np.ndarray) -> Event | None:
-        """Takes (K,) logits; returns the event that this prediction starts, if any."""
-        if len(logits) != len(self.labels):
-            raise PredictError(f"the model gives {len(logits)} classes but there are {len(self.labels)} labels (labels.txt beside the model)")
+        """Takes (K,) logits, one per label; returns the event that this prediction starts, if any."""
         probabilities = softmax(logits)
         top = int(probabilities.argmax())
         confident = probabilities[top] >= self.threshold
@@ -333,7 +338,7 @@ def _writer(path: Path, source: Source, frame: np.ndarray) -> cv2.VideoWriter:
     h, w = frame.shape[:2]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), source.fps or 30.0, (w, h))
     if not writer.isOpened():
-        raise PredictError(f"cannot write {path}")
+        raise PredictError(f"{path}: cannot be written as a video (its folder missing or read-only, or an unknown extension?)")
     return writer
 
 
@@ -375,10 +380,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> Result:
     args = parse_args(argv)
     setup(args.verbose, tensorflow=True)  # load() imports conversion.streaming, which loads TensorFlow
-    try:
+    with user_errors(args.verbose):
         result = run(args)
-    except PredictError as error:
-        raise SystemExit(f"error: {error}") from error
     if args.json:
         print(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
     else:
@@ -387,4 +390,4 @@ def main(argv: list[str] | None = None) -> Result:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

@@ -36,8 +36,10 @@ from typing import IO
 import cv2
 from tqdm import tqdm
 
+from torch_tsm.cli import add_verbose_flag, run, setup, user_errors
 from torch_tsm.datasets import BukvaEntry, SkipReport, bukva_entries, usable_cores
 from torch_tsm.frames import resize_frame, short_side_size
+from torch_tsm.errors import UserError
 from torch_tsm.labels import BUKVA_LABELS, write_labels
 
 PARTIAL = ".partial"
@@ -47,7 +49,7 @@ INFO = "info.json"  # per video, beside its frames: what annotations.tsv needs o
 COLUMNS = ("video", "label", "split", "user_id", "fps", "width", "height", "frames")
 
 
-class PrepareError(Exception):
+class PrepareError(UserError):
     """A problem with the whole run (not one video): one line for the user."""
 
 
@@ -115,8 +117,8 @@ def prepare(root: Path, output: Path, settings: Settings, workers: int) -> dict:
     with _exclusive_lock(output):
         _check_settings(output, settings)
         report = SkipReport(f"bukva ({root})")
-        entries, problems = _first_of_each_id(bukva_entries(root, settings.source, report))
-        problems = [("", problem) for problem in report.problems] + problems
+        entries = bukva_entries(root, settings.source, report)
+        problems = [("", problem) for problem in report.problems]
         done = {entry.attachment_id: _read_info(output / entry.attachment_id) for entry in entries if (output / entry.attachment_id / INFO).is_file()}
         pending = [entry for entry in entries if entry.attachment_id not in done]
         shutil.rmtree(output / PARTIAL, ignore_errors=True)  # leftovers of a killed run
@@ -151,18 +153,6 @@ def prepare(root: Path, output: Path, settings: Settings, workers: int) -> dict:
         "seconds": time.perf_counter() - started,
         "skipped": [problem for _, problem in problems],
     }
-
-
-def _first_of_each_id(entries: list[BukvaEntry]) -> tuple[list[BukvaEntry], list[tuple[str, str]]]:
-    # One folder per id: a repeated row would have two workers writing the same folder.
-    unique: dict[str, BukvaEntry] = {}
-    repeated = []
-    for entry in entries:
-        if entry.attachment_id in unique:
-            repeated.append((entry.attachment_id, f"{entry.attachment_id}: attachment_id listed again (the first row is kept)"))
-        else:
-            unique[entry.attachment_id] = entry
-    return list(unique.values()), repeated
 
 
 def _annotations(entries: list[BukvaEntry], done: dict[str, VideoInfo]) -> str:
@@ -271,6 +261,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--short-side", type=int, default=256, help="frames are shrunk to this short side in pixels (default 256)")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality, 1-100 (default 90)")
     parser.add_argument("--workers", type=int, default=usable_cores(), help="processes, one video each (default: every usable core)")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
     if args.short_side < 16:
         parser.error("--short-side must be at least 16")
@@ -283,20 +274,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    setup(args.verbose)
     settings = Settings(args.short_side, args.quality, args.bukva_source)
     # SIGTERM (a scheduler's stop) ends the run like Ctrl-C: finished videos stay, the rest is redone next time.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        figures = prepare(args.data_root, args.output, settings, args.workers)
+        with user_errors(args.verbose):
+            figures = prepare(args.data_root, args.output, settings, args.workers)
     except KeyboardInterrupt:
         print(f"interrupted: the videos finished so far are kept in {args.output}; run the same command again to finish", file=sys.stderr)
         raise SystemExit(130) from None
-    except (PrepareError, OSError, ValueError) as error:  # the user's data or disk, not a bug: one line
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
     _print_summary(args.output, figures)
     return figures
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main))

@@ -10,6 +10,8 @@ The Bukva authors' recipe (SGD, 10x learning rate on the classifier, clipping, m
 import argparse
 import json
 import os
+import shutil
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -18,8 +20,9 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
-from torch_tsm.cli import add_verbose_flag, setup, summary
+from torch_tsm.cli import add_verbose_flag, run, setup, summary, user_errors
 from torch_tsm.datamodule import DATA_KINDS, ClipDataModule
+from torch_tsm.errors import UserError
 from torch_tsm.frames import RESIZE_MODES
 from torch_tsm.labels import write_labels
 from torch_tsm.lightning_module import OPTIMIZERS, TSMClassifier
@@ -56,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--pretrained", help="'imagenet' (torchvision weights, width 1.0) or a local state-dict file")
     training = parser.add_argument_group("training")
     training.add_argument("--output", type=Path, help="run folder (default: models/<data>-<shift>-<time>)")
-    training.add_argument("--max-epochs", type=int, default=6)
+    training.add_argument("--max-epochs", type=int, default=8)
     training.add_argument("--batch-size", type=int, default=12)
     training.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
     training.add_argument("--lr", type=float, default=2e-3)
@@ -87,19 +90,42 @@ def run_folder(args: argparse.Namespace) -> Path:
     else:
         output = Path("models") / f"{args.data}-{args.shift}-{datetime.now():%Y%m%d-%H%M%S}"
     if args.resume is None and (output / "best.ckpt").exists():
-        raise SystemExit(f"{output} already holds a trained model; pass --resume {output / 'last.ckpt'} or another --output")
+        raise UserError(f"{output}: already holds a trained model; pass --resume {output / 'last.ckpt'} or another --output")
     return output
 
 
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     setup(args.verbose)
+    with user_errors(args.verbose):
+        return train(args)
+
+
+def data_module(args: argparse.Namespace) -> ClipDataModule:
+    try:
+        return ClipDataModule(
+            args.data, args.data_root, args.num_segments, args.image_size, args.batch_size, args.num_workers,
+            args.resize, args.flip, seed=args.seed, synthetic_sizes=tuple(args.synthetic_clips), bukva_source=args.bukva_source,
+        )
+    except ValueError as error:  # its check of --data and --data-root: options, not a bug
+        raise UserError(f"{args.data_root or '--data-root'}: {error}") from error
+
+
+def train(args: argparse.Namespace) -> Path:
     output = run_folder(args)
+    new_folder = not output.exists()
+    try:
+        return train_into(output, args)
+    except BaseException:
+        # Bad data found before anything was written (only the empty logs/ folder) leaves no run folder behind.
+        if new_folder and output.is_dir() and not any(path.is_file() for path in output.rglob("*")):
+            shutil.rmtree(output)
+        raise
+
+
+def train_into(output: Path, args: argparse.Namespace) -> Path:
     pl.seed_everything(args.seed, workers=True)
-    data = ClipDataModule(
-        args.data, args.data_root, args.num_segments, args.image_size, args.batch_size, args.num_workers,
-        args.resize, args.flip, seed=args.seed, synthetic_sizes=tuple(args.synthetic_clips), bukva_source=args.bukva_source,
-    )
+    data = data_module(args)
     module = TSMClassifier(
         data.labels, args.num_segments, args.width_mult, args.shift, args.image_size, args.pretrained,
         args.lr, args.weight_decay, args.warmup_epochs, args.freeze_epochs, args.optimizer, args.momentum, args.head_lr_mult,
@@ -167,4 +193,4 @@ def training_summary(output: Path, card: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main))

@@ -23,6 +23,11 @@ from torch_tsm.datamodule import ClipDataModule
 from torch_tsm.model import MobileNetV2TSM, build_model, load_model
 
 
+# Part of every cached model's folder name: bump it when conversion makes another graph of the same
+# checkpoint, so that no benchmark times a stale one (2: the normalization folded into the first convolution).
+GRAPH_VERSION = 2
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     shift: str
@@ -33,7 +38,7 @@ class ModelSpec:
 
     @property
     def key(self) -> str:
-        return f"{self.shift}-w{self.width_mult}-{self.image_size}px-{self.num_segments}f-{self.num_classes}c"
+        return f"{self.shift}-w{self.width_mult}-{self.image_size}px-{self.num_segments}f-{self.num_classes}c-g{GRAPH_VERSION}"
 
 
 @dataclass(frozen=True)

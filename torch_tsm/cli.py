@@ -123,7 +123,7 @@ def ignoring_warning(message: str, category: type[Warning] = Warning) -> Iterato
     Kept under --verbose, TSM_VERBOSE=1, and when the user chose warnings with -W or PYTHONWARNINGS.
     """
     with warnings.catch_warnings():
-        if not (_verbose or sys.warnoptions or verbose_requested([])):
+        if not (_running_verbose() or sys.warnoptions):
             warnings.filterwarnings("ignore", message=message, category=category)
         yield
 
@@ -133,11 +133,13 @@ def without_prints() -> Iterator[None]:
     """Around a library call that prints what nobody can act on (Keras 3's export, which the TFLite
     converter runs on a Keras model, lists all of the model's hundreds of captured tensors): its
     standard output dropped, unless --verbose or TSM_VERBOSE=1."""
-    if _verbose or verbose_requested([]):
+    with contextlib.nullcontext() if _running_verbose() else contextlib.redirect_stdout(io.StringIO()):
         yield
-        return
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield
+
+
+def _running_verbose() -> bool:
+    # the command's --verbose (setup), or TSM_VERBOSE for library calls made outside a command
+    return _verbose or verbose_requested([])
 
 
 def import_tensorflow(verbose: bool = False) -> None:

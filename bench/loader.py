@@ -3,8 +3,9 @@
 Two generated 2.5 s, 30 fps Full-HD H.264 videos (landscape 1920x1080 and portrait 1080x1920, 15 Mbit/s
 as phones record, libx264 through PyAV) stand in for Bukva's phone videos: a room (smooth light, a few
 flat objects, fine texture), a person-sized shape and a moving hand-sized one, and sensor noise. Everything runs in this one process pinned to one core, as one DataLoader worker runs:
-training clips (TSN sampling, 8 frames, letterbox, flip) read by the training ClipDataset from the
-videos and from their prepared frames, in turns, and the prepare step itself.
+training clips (TSN sampling, 8 frames, letterbox, flip, colour jitter) read by the training ClipDataset
+from the videos and from their prepared frames, in turns, and the prepare step itself; and the colour
+jitter alone, ours (OpenCV) against torchvision's tensor functions (row 12e).
 
 With a CUDA GPU (the device machine), row 12d also trains for real: batch 64 at 224 px, width 1.0, from
 prepared frames through the DataModule with every core as a worker, against the same steps fed from
@@ -26,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from bench.common import WORK, Report, Row, Settings, alternate_times, run_alone
+from torch_tsm.augment import ClipAugmentation
 from torch_tsm.datamodule import ClipDataModule
 from torch_tsm.datasets import BukvaEntry, ClipDataset, FrameFolderClip, VideoClip, collate_clips
 from torch_tsm.frames import FrameTransform
@@ -85,12 +87,14 @@ def measure(settings: Settings) -> Report:
     cv2.setNumThreads(1)
     try:
         prepare_seconds, prepared = prepare_all(videos)
-        transform = FrameTransform(settings.image_size, "letterbox", train=True, flip=True)
-        raw_set = ClipDataset([VideoClip(path, 0, FRAMES) for path in videos.values()], settings.num_segments, transform)
-        frames_set = ClipDataset([FrameFolderClip(frames, 0) for frames in prepared.values()], settings.num_segments, transform)
+        transform = FrameTransform(settings.image_size, "letterbox", train=True)
+        augmentation = ClipAugmentation(flip=True, photometric=True)  # training's defaults for Bukva
+        raw_set = ClipDataset([VideoClip(path, 0, FRAMES) for path in videos.values()], settings.num_segments, transform, augmentation=augmentation)
+        frames_set = ClipDataset([FrameFolderClip(frames, 0) for frames in prepared.values()], settings.num_segments, transform, augmentation=augmentation)
         repeats = 2 if settings.quick else 10  # prepared clips are fast: more of them per timed call
         calls = {"raw": lambda: read_all(raw_set, 1), "prepared": lambda: read_all(frames_set, repeats)}
         times = alternate_times(calls, runs=3 if settings.quick else 6, warmup=1)
+        jitter = jitter_times(settings)
     finally:
         os.sched_setaffinity(0, cores)
     raw = statistics.median(times["raw"]) / len(videos)
@@ -106,6 +110,8 @@ def measure(settings: Settings) -> Report:
             f">= {TARGET_CLIPS_PER_SECOND:g}", per_second >= TARGET_CLIPS_PER_SECOND, command),
         Row("12c", "prepare, one 2.5 s 30 fps Full-HD H.264 video, one core: seconds, and bytes at 256 px (JPEG quality 90)",
             ", ".join(f"{name} {prepare_seconds[name]:.2f} s, {sizes[name] / 1e6:.2f} MB" for name in videos), command=command),
+        Row("12e", f"colour jitter of a training clip, torchvision's adjust_* / ours with OpenCV ({settings.image_size} px, {settings.num_segments} frames, one core)",
+            f"{jitter['torchvision'] / jitter['opencv']:.1f} (torchvision {jitter['torchvision'] * 1000:.1f} ms, ours {jitter['opencv'] * 1000:.1f} ms a clip)", command=command),
     ]
     details = [
         f"**Loader (row 12)**: per clip, raw video {raw * 1000:.0f} ms (every frame up to the last one sampled is decoded at "
@@ -138,6 +144,33 @@ ON_THE_GPU = (
     "The row now keeps every timed step in one epoch, to measure the steady feed; it has not run on a GPU since. On Bukva "
     "(about 47 batches of 64 per epoch) the wait at each epoch's start costs about a second an epoch."
 )
+
+
+def jitter_times(settings: Settings) -> dict[str, float]:
+    """Median seconds per clip of the four colour steps with the same factors: ours on the uint8 clip
+    as one tall image, torchvision.transforms.v2.functional on it as a (3, T*S, S) uint8 tensor."""
+    from torchvision.transforms.v2 import functional as F
+
+    from torch_tsm import augment
+
+    size, frames = settings.image_size, settings.num_segments
+    clip = np.random.default_rng(0).integers(0, 256, (frames * size, size, 3), dtype=np.uint8)
+    tensor = torch.from_numpy(clip).permute(2, 0, 1).contiguous()
+    factor, hue = 1.3, 0.05
+
+    def ours() -> None:
+        augment.hue(augment.saturation(augment.contrast(augment.brightness(clip, factor), factor), factor), hue)
+
+    def theirs() -> None:
+        F.adjust_hue(F.adjust_saturation(F.adjust_contrast(F.adjust_brightness(tensor, factor), factor), factor), hue)
+
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        times = alternate_times({"opencv": ours, "torchvision": theirs}, runs=5 if settings.quick else 15, warmup=1)
+    finally:
+        torch.set_num_threads(torch_threads)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def synchronize() -> None:

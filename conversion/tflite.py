@@ -91,16 +91,22 @@ def function_converter(function) -> Iterator[tf.lite.TFLiteConverter]:
 
 
 def keras_converter(model: keras.Model) -> ConverterSource:
-    """The native Keras twin, built with a fixed input (batch 1, image size)."""
+    """The native Keras twin, built with a fixed input (batch 1, image size).
+
+    Through a concrete function rather than `from_keras_model`, which exports the whole Keras model
+    (twice per conversion, for its signature) and takes half as long again for the same graph.
+    """
 
     @contextmanager
     def source(uint8_input: bool) -> Iterator[tf.lite.TFLiteConverter]:
-        if uint8_input:
-            clip = keras.Input(batch_shape=model.input_shape, name="clip")
-            pinned = keras.layers.Lambda(_pin_input_range, name="pin_input_range")(clip)
-            yield tf.lite.TFLiteConverter.from_keras_model(keras.Model(clip, model(pinned)))
-        else:
-            yield tf.lite.TFLiteConverter.from_keras_model(model)
+        @tf.function(input_signature=[tf.TensorSpec(model.input_shape, tf.float32, name="clip")])
+        def serve(clip):
+            # (1, T, H, W, 3) -> (1, K)
+            clip = _pin_input_range(clip) if uint8_input else clip
+            return {"logits": model(clip, training=False)}
+
+        with function_converter(serve.get_concrete_function()) as converter:
+            yield converter
 
     return source
 

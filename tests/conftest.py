@@ -2,6 +2,8 @@ import contextlib
 import hashlib
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,13 +49,16 @@ def small_model() -> MobileNetV2TSM:
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
-    """The demo model with the causal shift and 5 epochs instead of 8 (about 2 minutes here). Parity
-    on random weights proves nothing and uint8 agreement needs real margins, so every conversion test
-    works on this one; being causal, it also serves the streaming tests."""
+    """The demo model with the causal shift, 5 epochs instead of 8 and no colour jitter (about 4 minutes
+    here): 100% on its 200 validation clips. Parity on random weights proves nothing and uint8 agreement
+    needs real margins, so every conversion test works on this one; being causal, it also serves the
+    streaming tests. With the jitter, 5 epochs reach only 93.5%, too few margins for uint8; the demo's
+    full recipe (8 epochs, jitter) is slower and its streaming model misreads the predict tests' video
+    (issue 14, in the note of stop 12)."""
     from torch_tsm.train import main
 
     output = tmp_path_factory.mktemp("trained") / "run"
-    return main(["--output", str(output), "--shift", "causal", "--synthetic-clips", "1600", "200", "--max-epochs", "5"])
+    return main(["--output", str(output), "--shift", "causal", "--synthetic-clips", "1600", "200", "--max-epochs", "5", "--no-photometric"])
 
 
 @pytest.fixture(scope="session")
@@ -107,12 +112,12 @@ def model_folder(trained_run, converted, streaming_converted, tmp_path_factory) 
 @pytest.fixture(scope="session")
 def parity_report(model_folder) -> tuple[int, str, list[dict]]:
     """python -m conversion.parity on model_folder, run once for the session (every route on 200
-    held-out clips and random pixels: a few minutes): its exit code, printed table, and card rows."""
+    held-out clips and random pixels: a minute or two): its exit code, printed table, and card rows."""
     from conversion.parity import main
 
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        code = main([str(model_folder)])
+        code = main([str(model_folder), "--no-camera-changes"])  # this model is not trained for them (test_parity)
     rows = json.loads((model_folder / "model_card.json").read_text(encoding="utf-8"))["parity"]
     return code, printed.getvalue(), rows
 
@@ -124,45 +129,6 @@ def undeployable_tflite(tmp_path_factory) -> dict[str, Path]:
     now converts to builtins), "float_island" a float SIN between DEQUANTIZE and QUANTIZE inside a uint8
     graph, "dynamic" a dynamic batch and shape arithmetic (SHAPE, PACK). "clean" is the float-island
     graph without the SIN: full-integer and deployable, the control. A few seconds."""
-    import numpy as np
-
-    import conversion  # noqa: F401  (torch's compiler before TensorFlow: see conversion/__init__.py)
-    import tensorflow as tf
-
-    def convert(function, ops: list, uint8: bool = False) -> bytes:
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], function)
-        converter.target_spec.supported_ops = ops
-        if uint8:  # TFLITE_BUILTINS (not _INT8 only): an op without an integer kernel stays float
-            shape = function.input_signature[0].shape
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = lambda: ([np.random.default_rng(i).uniform(0, 255, shape).astype(np.float32)] for i in range(8))
-            converter.inference_input_type = converter.inference_output_type = tf.uint8
-        return converter.convert()
-
-    @tf.function(input_signature=[tf.TensorSpec((1, 8, 4), tf.float32)])
-    def flex(x):
-        return tf.math.erf(x) * 2.0  # no builtin kernel: a Flex op when Select-TF ops are allowed
-
-    @tf.function(input_signature=[tf.TensorSpec((1, 16), tf.float32)])
-    def float_island(x):
-        return tf.sin(x * 0.01 + 1.0) * 3.0 + 1.0  # SIN has no integer kernel
-
-    @tf.function(input_signature=[tf.TensorSpec((1, 16), tf.float32)])
-    def clean(x):
-        return (x * 0.01 + 1.0) * 3.0 + 1.0
-
-    @tf.function(input_signature=[tf.TensorSpec((None, 4), tf.float32)])
-    def dynamic(x):
-        return tf.reshape(x, (tf.shape(x)[0] * 2, 2)) + 1.0
-
-    builtins = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    models = {
-        "flex": convert(flex, [*builtins, tf.lite.OpsSet.SELECT_TF_OPS]),
-        "float_island": convert(float_island, builtins, uint8=True),
-        "clean": convert(clean, builtins, uint8=True),
-        "dynamic": convert(dynamic, builtins),
-    }
     folder = tmp_path_factory.mktemp("undeployable")
-    for name, model in models.items():
-        (folder / f"{name}.tflite").write_bytes(model)
-    return {name: folder / f"{name}.tflite" for name in models}
+    subprocess.run([sys.executable, "-m", "tests.undeployable", str(folder)], cwd=Path(__file__).parents[1], check=True, capture_output=True)
+    return {name: folder / f"{name}.tflite" for name in ("flex", "float_island", "clean", "dynamic")}

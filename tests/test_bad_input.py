@@ -5,6 +5,7 @@ model of 5 classes and 4 frames; TFLite and SavedModel files from a one-op tf.fu
 file runs in about a minute; it uses none of the trained session fixtures.
 """
 
+import errno
 import json
 import os
 import re
@@ -285,9 +286,13 @@ def test_no_camera_is_one_line_from_opencv_too(files, capfd):
     assert capfd.readouterr().err == "error: camera 3 not found or cannot be opened\n"
 
 
-def test_a_real_process_prints_one_line(files):
-    """End to end, the first row of issue 15: nothing but the one line on stderr, exit 2."""
-    argv = [sys.executable, "-m", "conversion.inspect", str(files["tflite_trunc"])]
+@pytest.mark.parametrize("module, arguments", [
+    ("conversion.inspect", "{tflite_trunc}"),  # the first row of issue 15
+    ("torch_tsm.predict", "{text_mp4} --model {ckpt}"),  # FFmpeg's own "moov atom not found" came first
+])
+def test_a_real_process_prints_one_line(module, arguments, files):
+    """End to end: nothing but the one line on stderr (no native library's log), exit 2."""
+    argv = [sys.executable, "-m", module, *shlex.split(arguments.format(**files))]
     process = subprocess.run(argv, capture_output=True, text=True, errors="replace", cwd=REPO, timeout=300)
     assert process.returncode == 2 and process.stderr.count("\n") == 1 and process.stderr.startswith("error: "), process.stderr
 
@@ -361,12 +366,13 @@ def test_videos(case, make, expected, tmp_path):
     assert clip.shape == (SEGMENTS, SIZE, SIZE, 3) and expected(clip)
 
 
-# --- outputs: SIGTERM during a conversion, a full disk during prepare ----------------------------------------------
+# --- outputs: SIGTERM during a conversion, a full disk during prepare and conversion ----------------------------------------------
 
 CONVERT = "--route keras --calibration-clips 2 --parity-clips 2"
 
 
-def test_sigterm_during_conversion_leaves_nothing(files, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("stage", ["_keras_route", "to_uint8_tflite"])  # before the first model; after the float32 one
+def test_sigterm_during_conversion_leaves_nothing(stage, files, tmp_path, monkeypatch, capsys):
     import conversion.to_tflite
 
     output = tmp_path / "converted"
@@ -376,7 +382,7 @@ def test_sigterm_during_conversion_leaves_nothing(files, tmp_path, monkeypatch, 
     def terminated(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(conversion.to_tflite, "_keras_route", terminated)  # in the scratch folder, before the first model
+    monkeypatch.setattr(conversion.to_tflite, stage, terminated)
     previous = signal.getsignal(signal.SIGTERM)
     try:
         status, err = run_command("to_tflite", f"--checkpoint {{ckpt}} {CONVERT} --output {output}", files, capsys)
@@ -414,6 +420,59 @@ def test_a_full_disk_during_prepare_then_a_rerun(files, tmp_path):
     assert not (output / "annotations.tsv").exists() and not list(output.glob("v*"))
     assert run(command("prepare"), argv[3:]) == 0  # the same command, with room
     assert (output / "annotations.tsv").read_text(encoding="utf-8").count("\n") == 3 and len(list((output / "v2").glob("*.jpg"))) == 12
+
+
+# (what a library raised, the one line it becomes, or None: not a want of room, raised as it is)
+NO_ROOM_CASES = [
+    (OSError(errno.ENOSPC, "No space left on device", "/out/model.onnx"), "/out/model.onnx: could not be written (No space left on device; is the disk full?)"),
+    (OSError(errno.EDQUOT, "Disk quota exceeded"), "/out: could not be written (Disk quota exceeded; is the disk full?)"),
+    (OSError("983040 requested and 499968 written"), "/out: could not be written (a short write; is the disk full?)"),  # numpy's tofile
+    (RuntimeError("{{function_node SaveV2}} /tmp/s/variables.data; File too large [Op:SaveV2]"), "/tmp/s/variables.data: could not be written (File too large; is the disk full?)"),
+    (PermissionError(errno.EACCES, "Permission denied", "/out"), None),
+    (ValueError("a bug"), None),
+]
+
+
+@pytest.mark.parametrize("raised, line", NO_ROOM_CASES, ids=[type(c[0]).__name__ + str(i) for i, c in enumerate(NO_ROOM_CASES)])
+def test_no_room_to_write_in_each_librarys_words(raised, line):
+    from torch_tsm.errors import room_to_write
+
+    with pytest.raises(UserError if line else type(raised)) as caught:
+        with room_to_write("/out"):
+            raise raised
+    assert str(caught.value) == (line or str(raised))
+
+
+def test_a_full_disk_during_conversion_then_a_rerun(files, tmp_path, capsys):
+    """TensorFlow's C++ reports the full disk in its own words (an OutOfRangeError naming a temporary
+    SavedModel); the conversion ends with one line, writes nothing, and the same command with room works."""
+    output = tmp_path / "converted"
+    arguments = f"--checkpoint {files['ckpt']} {CONVERT} --output {output}"
+    argv = [sys.executable, "-m", "conversion.to_tflite", *arguments.split()]
+    full = subprocess.run(argv, capture_output=True, text=True, errors="replace", cwd=REPO, timeout=300, preexec_fn=full_disk)
+    errors = [line for line in full.stderr.splitlines() if line.startswith("error: ")]
+    assert full.returncode == 2 and len(errors) == 1 and "Traceback" not in full.stderr, full.stderr[-3000:]
+    assert re.search(r": could not be written \(File too large; is the disk full\?\)$", errors[0]), errors[0]
+    assert list(output.iterdir()) == []
+    assert run_command("to_tflite", arguments, files, capsys)[0] == 0  # the same command, with room
+    assert {p.name for p in output.iterdir()} == {"model_keras_float32.tflite", "model_keras_uint8.tflite", "labels.txt", "model_card.json"}
+
+
+def test_keep_failed_uint8_writes_every_model_and_exits_1(files, tmp_path, monkeypatch, capsys):
+    """--keep-failed-uint8: every model written, the FAIL recorded in the card, exit status 1. The tiny
+    model's 8 held-out clips are judged and the agreement bound put out of reach, so the uint8 check
+    misses (without the flag such a miss writes nothing: test_conversion's late-miss test)."""
+    from conversion import parity
+
+    monkeypatch.setattr(parity, "UINT8_MIN_CLIPS", 8)
+    monkeypatch.setattr(parity, "UINT8_TOP1_AGREE", 1.01)
+    output = tmp_path / "kept"
+    status, err = run_command("to_tflite", f"--checkpoint {{ckpt}} {CONVERT} --output {output} --keep-failed-uint8".replace("--parity-clips 2", "--parity-clips 8"), files, capsys)
+    assert status == 1 and re.search(r"model_keras_uint8\.tflite: written by --keep-failed-uint8, but it FAILED its parity check", err), err
+    assert {p.name for p in output.iterdir()} == {"model_keras_float32.tflite", "model_keras_uint8.tflite", "labels.txt", "model_card.json"}
+    figures = json.loads((output / "model_card.json").read_text(encoding="utf-8"))["conversion"]["keras"]
+    assert figures["failed"] == ["keras-tflite-u8"]
+    assert [row["verdict"] for row in figures["parity"] if row["inputs"] == "held-out clips"] == ["pass", "pass", "FAIL"]  # keras, f32, u8
 
 
 # --- streams ------------------------------------------------------------------------------------------

@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from torch_tsm import augment
+from torch_tsm.augment import ClipAugmentation
 from torch_tsm.datamodule import ClipDataModule
 from torch_tsm.datasets import ClipDataset, collate_clips, read_bukva, read_frame_folders
-from torch_tsm.frames import LETTERBOX_GREY, MULTISCALE_SCALES, FrameTransform, _multiscale_box, read_video_frames, resize_frame, segment_indices
+from torch_tsm.frames import LETTERBOX_GREY, MULTISCALE_SCALES, FrameTransform, _multiscale_box, resize_frame, segment_indices
+from torch_tsm.errors import UserError
 from torch_tsm.labels import BUKVA_LABELS, read_labels, write_labels
 from torch_tsm.synthetic import DIRECTION_PAIRS, SYNTHETIC_LABELS, SyntheticClip, synthetic_clips
 
@@ -38,13 +41,74 @@ def test_letterbox_keeps_aspect_with_grey_bars():
     assert (clip[:, 17:47] == 200).all()
 
 
-def test_one_crop_and_flip_for_all_frames_of_a_clip():
-    frames = [np.random.default_rng(i).integers(0, 255, (48, 64, 3), dtype=np.uint8) for i in range(2)]
-    frames = [frames[0], frames[0].copy()]
-    transform = FrameTransform(32, resize="crop", train=True, flip=True)
+def test_one_crop_flip_and_colour_change_for_all_frames_of_a_clip():
+    frame = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    transform, augmentation = FrameTransform(32, resize="crop", train=True), ClipAugmentation(flip=True, photometric=True)
+    changed = 0
     for seed in range(10):
-        clip = transform(frames, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        clip, _ = augmentation(transform([frame, frame.copy()], rng), 0, rng)
         assert np.array_equal(clip[0], clip[1])
+        changed += not np.array_equal(clip[0], transform([frame], np.random.default_rng(seed))[0])
+    assert changed == 10
+
+
+# The four colour steps against torchvision's adjust_* (the reference) on the same smooth images: within
+# one grey level; hue through OpenCV's uint8 HSV (2-degree hue steps) within a few levels at edges.
+@pytest.mark.parametrize("step, factor, max_diff", [
+    ("brightness", 0.5, 1), ("brightness", 1.5, 1), ("contrast", 0.5, 1), ("contrast", 1.5, 1),
+    ("saturation", 0.5, 1), ("saturation", 1.5, 1), ("hue", 0.1, 8), ("hue", -0.07, 8),
+])
+def test_colour_steps_match_torchvision(step, factor, max_diff):
+    from torchvision.transforms.v2 import functional as F
+
+    pixels = torch.nn.functional.interpolate(torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 255, size=(96, 32), mode="bilinear")
+    image = pixels[0].round().to(torch.uint8)  # (3, H, W)
+    ours = getattr(augment, step)(image.permute(1, 2, 0).numpy().copy(), factor).astype(int)
+    reference = getattr(F, f"adjust_{step}")(image, factor).permute(1, 2, 0).numpy().astype(int)
+    assert np.abs(ours - reference).max() <= max_diff
+    assert np.abs(ours - reference).mean() < 0.7
+    assert np.abs(ours - image.permute(1, 2, 0).numpy()).mean() > 5  # the step changed the image
+
+
+def test_a_flip_swaps_mirrored_labels_only():
+    frame = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    clip = np.stack([frame, frame])
+    augmentation = ClipAugmentation(flip=True, mirrored=augment.mirror_map([("right", "left")], ["still", "right", "left"]))
+    flips = 0
+    for seed in range(20):
+        for label, mirror in [(0, 0), (1, 2), (2, 1)]:
+            out, new_label = augmentation(clip, label, np.random.default_rng(seed))
+            flipped = np.array_equal(out, clip[:, :, ::-1])
+            assert flipped or np.array_equal(out, clip)
+            assert new_label == (mirror if flipped else label)
+            flips += flipped
+    assert 0 < flips < 60
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("a:b", [("a", "b")]),
+    (" a : b ,c:d,", [("a", "b"), ("c", "d")]),
+    ("a:b:c", "flip pair 'a:b:c' is not of the form A:B"),
+    ("a", "flip pair 'a' is not of the form A:B"),
+    ("x:b", "flip pair x:b: no class 'x' \\(classes: a, b, c, d\\)"),
+    ("a:a", "flip pair a:a: a class may be in one pair only"),
+    ("a:b,b:c", "flip pair b:c: a class may be in one pair only"),
+])
+def test_flip_pairs(text, expected):
+    labels = ["a", "b", "c", "d"]
+    if isinstance(expected, str):
+        with pytest.raises(UserError, match=expected):
+            augment.mirror_map(augment.parse_flip_pairs(text), labels)
+    else:
+        assert augment.parse_flip_pairs(text) == expected
+        mirrored = augment.mirror_map(expected, labels)
+        assert all(mirrored[labels.index(a)] == labels.index(b) and mirrored[labels.index(b)] == labels.index(a) for a, b in expected)
+
+
+def test_flip_pairs_from_a_file(tmp_path):
+    (tmp_path / "pairs.txt").write_text("swipe_left:swipe_right\nrotate_cw : rotate_ccw\n", encoding="utf-8")
+    assert augment.parse_flip_pairs(str(tmp_path / "pairs.txt")) == [("swipe_left", "swipe_right"), ("rotate_cw", "rotate_ccw")]
 
 
 def test_multiscale_boxes_follow_the_baseline_scales():

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conversion import parity
-from conversion.clips import data_module, held_out_clips, load_clips, read_card
+from conversion.clips import class_balanced_picks, data_module, held_out_clips, load_clips, read_card
 from conversion.errors import ConversionError
 from conversion.runtimes import KerasRunner, TFLiteRunner, TorchRunner, load_runner
 from conversion.streaming import STREAMING_FILES, StreamingTFLiteRunner, load_stream_runner
@@ -21,8 +21,8 @@ from conversion.tflite import to_float32_tflite
 from conversion.to_tflite import _onnx_route, convert
 from tests.conftest import smooth_clips, with_real_batchnorm_statistics
 from tf_reference import from_torch_model
+from torch_tsm.camera import CAMERA_CHANGES
 from torch_tsm.model import build_model, load_model
-from torch_tsm.train import main as train_main
 
 pytestmark = pytest.mark.parity
 
@@ -40,6 +40,7 @@ def test_bounds_are_the_contracts_numbers():
     assert parity.UINT8_TOP1_AGREE == 0.98
     assert parity.UINT8_ACCURACY_POINTS == 1.0
     assert parity.UINT8_MIN_CLIPS == 200
+    assert parity.CHANGED_TOP1_AGREE == 0.97  # issue 14: under each camera change
 
 
 def crafted_reference() -> tuple[np.ndarray, np.ndarray]:
@@ -129,6 +130,13 @@ def test_uint8_is_judged_on_200_labelled_clips_only():
     assert uint8_row(reference[:-1], worst[:-1], labels[:-1]).verdict == "not judged"  # however bad
 
 
+def test_parity_clips_cover_every_class():
+    # The built-in clips cycle through the 10 classes: 200 evenly spaced clips of 400 are the even classes only.
+    picks = class_balanced_picks([i % 10 for i in range(400)], 200)
+    assert len(picks) == 200 and np.bincount(picks % 10).tolist() == [20] * 10
+    assert class_balanced_picks([0] * 5 + [1] * 100, 20).tolist() == list(range(20))  # a small class whole, the rest from the big one
+
+
 def test_stage_checker_stops_at_the_stage_that_misses():
     reference, labels = crafted_reference()
     clips = np.arange(CLIPS)  # the crafted "runners" look their logits up by clip index
@@ -175,16 +183,46 @@ def expected_verdict(route: str, inputs: str) -> str:
 
 
 def test_every_route_on_held_out_clips_and_random_pixels(parity_report):
-    # The session's one run of python -m conversion.parity over every converted model (conftest).
+    # The session's one run of python -m conversion.parity over every converted model (conftest): every
+    # route on held-out clips and random pixels, every uint8 route also under each camera change.
     code, printed, rows = parity_report
     streaming_routes = {route for files in STREAMING_FILES.values() for route in files}
     assert {row["route"] for row in rows} == {*parity.ROUTE_FILES, "keras", *streaming_routes}
     for row in rows:
-        assert row["clips"] == (parity.UINT8_MIN_CLIPS if row["inputs"] == "held-out clips" else 8)
+        assert row["clips"] == (8 if row["inputs"] == parity.RANDOM_PIXELS else parity.UINT8_MIN_CLIPS)
         assert row["verdict"] == expected_verdict(row["route"], row["inputs"]), printed
-        if row["inputs"] == "held-out clips":
+        if row["inputs"] == parity.HELD_OUT:
             assert row["torch_accuracy"] > 0.9  # trained: parity means something
     assert code == 0 and "FAIL" not in printed
+
+
+def test_camera_changes_change_pixels_alike_for_every_frame():
+    clips = smooth_clips(2, 4, 32).permute(0, 1, 3, 4, 2).round().clamp(0, 255).to(torch.uint8).numpy()
+    for name, change in CAMERA_CHANGES.items():
+        changed = change(clips)
+        assert changed.shape == clips.shape and changed.dtype == np.uint8
+        assert np.abs(changed.astype(int) - clips).mean() > 0.1, name  # smooth images: blur changes them least
+    assert np.array_equal(CAMERA_CHANGES["dark x0.6"](clips), np.rint(clips * 0.6).astype(np.uint8))
+    frames = np.repeat(clips[:, :1], 4, axis=1)  # four equal frames stay equal (the noise aside)
+    for name, change in CAMERA_CHANGES.items():
+        if name != "noise sigma 8":
+            assert (change(frames) == change(frames)[:, :1]).all(), name
+
+
+# The camera-change rows of the uint8 routes, measured on the session's model. The bound is not asserted:
+# this model was trained without the colour jitter, so it is lost in the dark itself (33% accuracy at
+# x0.6), its margins vanish, and its uint8 models agree with it on 92-95% of the darkened clips; the
+# demo model, trained with the jitter, passes every row (README, Parity).
+def test_camera_changes_are_measured_for_every_uint8_route(trained_routes, trained_run):
+    model, runners = trained_routes
+    clips, labels = held_out_clips(read_card(trained_run), 40)
+    quantized = {route: runner for route, runner in runners.items() if route.endswith("u8")}
+    rows = parity.check_routes(quantized, TorchRunner(model), clips, labels, clips[:1], CAMERA_CHANGES)
+    changed = [row for row in rows if row.inputs in CAMERA_CHANGES]
+    assert {(row.route, row.inputs) for row in changed} == {(route, name) for route in quantized for name in CAMERA_CHANGES}
+    for row in changed:
+        assert row.clips == 40 and row.accuracy is not None and row.verdict == "not judged"  # judged on 200 clips
+        assert row.torch_accuracy == (TorchRunner(model)(CAMERA_CHANGES[row.inputs](clips)).argmax(1) == labels).mean()
 
 
 def test_float_routes_on_black_and_saturated_frames(trained_routes):
@@ -245,25 +283,29 @@ def float_stages(model: torch.nn.Module, folder: Path, calibration: np.ndarray, 
     return checker.rows
 
 
-# The session's trained model is causal. The default shift (bidirectional) and the plain network on
-# another frame count each get a brief training run of its own (half a minute), so that parity is
-# measured on trained weights. The
-# float routes are judged. uint8 is not (and not made): a briefly trained model has small margins, and
-# a model without the shift cannot have any between the two classes of a direction pair (the same
-# frames in another order), so its arg-max there is a coin toss that uint8 rounding flips; uint8 is
-# judged on the session's well-trained model and at full size (README, Parity).
+# The session's trained model is causal. Its trained weights (real filters and BatchNorm statistics) run
+# here under the default shift (bidirectional) and under none on another frame count: the layers are
+# the same, the shift holds no weights, and the computation is that shift mode's, so its ONNX, onnx2tf
+# and Keras graphs are checked on trained weights without a training run of their own. The float routes
+# are judged. uint8 is not (and not made): these weights were not trained for this computation, so their
+# margins between classes are small, and a model without the shift cannot have any between the two
+# classes of a direction pair (the same frames in another order), whose arg-max is then a coin toss
+# that uint8 rounding flips; uint8 is judged on the session's trained model and at full size (README, Parity).
 @pytest.mark.parametrize("shift, num_segments", [("bidirectional", 8), ("none", 4)])
-def test_float_routes_on_a_model_trained_with_each_shift_mode(shift, num_segments, tmp_path):
-    run = train_main(["--output", str(tmp_path / "run"), "--shift", shift, "--num-segments", str(num_segments), "--synthetic-clips", "800", "200", "--max-epochs", "3"])
-    model = load_model(run / "best.ckpt")
-    card = read_card(run)
-    clips, labels = held_out_clips(card, 64)
-    calibration, _ = load_clips(data_module(card["config"]), "train", 16)
-    assert (TorchRunner(model)(clips).argmax(1) == labels).mean() > 0.3  # trained: well above chance (10%)
+def test_float_routes_on_trained_weights_with_each_shift_mode(shift, num_segments, trained_run, tmp_path):
+    trained, card = load_model(trained_run / "best.ckpt"), read_card(trained_run)
+    model = build_model(len(trained.labels), num_segments, card["config"]["width_mult"], shift=shift).eval()
+    model.load_state_dict(trained.state_dict())
+    model.image_size, model.labels = trained.image_size, trained.labels
+    data = data_module({**card["config"], "num_segments": num_segments})
+    clips, labels = load_clips(data, "val", 64)
+    calibration, _ = load_clips(data, "train", 16)
+    reference = TorchRunner(model)(clips)
+    assert len(set(reference.argmax(1))) >= 5  # arg-maxes spread over the classes: agreement means something
     rows = float_stages(model, tmp_path, calibration, clips)
     assert [(row.route, row.verdict) for row in rows] == [(route, "pass") for route in ("onnx", "savedmodel", "tflite-f32") for _ in range(2)]
     keras_logits = KerasRunner(from_torch_model(model, image_size=model.image_size))(clips)
-    assert parity.measure("keras", "held-out clips", TorchRunner(model)(clips), keras_logits, labels, False).verdict == "pass"
+    assert parity.measure("keras", "held-out clips", reference, keras_logits, labels, False).verdict == "pass"
 
 
 @pytest.mark.slow

@@ -34,7 +34,8 @@ def test_short_training_run_learns(trained_run):
     card = json.loads((output / "model_card.json").read_text(encoding="utf-8"))
     assert card["validation"]["accuracy"] >= 0.9  # 10 classes: chance is 0.1
     assert card["validation"]["direction_pair_accuracy"] >= 0.9  # chance is 0.5: the shift at work
-    assert card["config"]["flip"] is False  # a flip would swap the built-in move_left / move_right
+    assert card["config"]["flip"] is False  # the built-in clips are drawn left-right symmetric already
+    assert card["config"]["flip_pairs"] == [["move_right", "move_left"]]  # what --flip would swap
     assert (output / "labels.txt").read_text(encoding="utf-8").split() == card["labels"]
     assert {"best.ckpt", "last.ckpt", "logs"} <= {p.name for p in output.iterdir()}
     model = load_model(output / "best.ckpt")
@@ -67,6 +68,7 @@ def test_bukva_recipe_trains_over_bad_entries(tmp_path, monkeypatch):
     card = json.loads((output / "model_card.json").read_text(encoding="utf-8"))
     assert card["skipped_clips"] == {"train": 5, "val": 1} and card["validation_clips"] == 2
     assert card["config"]["flip"] is True and card["config"]["resize"] == "multiscale"  # flip: on by default for bukva
+    assert card["config"]["flip_pairs"] == []  # a mirrored letter is the same letter
     assert trainer_arguments["gradient_clip_val"] == 20
     optimizer = torch.load(output / "last.ckpt", map_location="cpu", weights_only=True)["optimizer_states"][0]
     backbone, head = optimizer["param_groups"]

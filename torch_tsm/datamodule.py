@@ -1,18 +1,22 @@
 """The LightningDataModule: which clips, how they are sampled and batched. No pixels are held."""
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader, DistributedSampler
 
+from torch_tsm.augment import ClipAugmentation, mirror_map
 from torch_tsm.datasets import ClipDataset, collate_clips, frame_folder_labels, read_bukva, read_frame_folders, usable_cores
 from torch_tsm.errors import UserError
 from torch_tsm.frames import FrameTransform
 from torch_tsm.labels import BUKVA_LABELS
-from torch_tsm.synthetic import SYNTHETIC_LABELS, synthetic_clips
+from torch_tsm.synthetic import MIRRORED_CLASSES, SYNTHETIC_LABELS, synthetic_clips
 
 DATA_KINDS = ("synthetic", "bukva", "frames")
+FLIP_PAIRS = {"synthetic": MIRRORED_CLASSES}
+PHOTOMETRIC_DEFAULT = True
 
 
 class EpochSampler(DistributedSampler):
@@ -51,6 +55,8 @@ class ClipDataModule(pl.LightningDataModule):
         num_workers: int | None = None,  # None: every usable core
         resize: str = "letterbox",
         flip: bool | None = None,
+        flip_pairs: Sequence[tuple[str, str]] | None = None,
+        photometric: bool | None = None,
         seed: int = 0,
         synthetic_sizes: tuple[int, int] = (1600, 400),
         bukva_source: str = "trimmed",
@@ -67,8 +73,12 @@ class ClipDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = usable_cores() if num_workers is None else num_workers
         self.resize = resize
-        # Flipping would swap the synthetic left/right classes; for people it mirrors handedness only.
+        # For people a flip mirrors handedness only; the built-in clips are left-right symmetric already.
         self.flip = (data != "synthetic") if flip is None else flip
+        # The classes a flip turns into each other: the built-in move_right / move_left; none by default
+        # for Bukva (a mirrored letter is the same letter signed with the other hand) and frame folders.
+        self.flip_pairs = [tuple(pair) for pair in (flip_pairs if flip_pairs is not None else FLIP_PAIRS.get(data, []))]
+        self.photometric = PHOTOMETRIC_DEFAULT if photometric is None else photometric
         self.seed = seed
         self.synthetic_sizes = synthetic_sizes
         self.bukva_source = bukva_source
@@ -101,8 +111,9 @@ class ClipDataModule(pl.LightningDataModule):
         self.val_set = self.dataset("val", train=False)
 
     def dataset(self, split: str, train: bool) -> ClipDataset:
-        transform = FrameTransform(self.image_size, self.resize, train=train, flip=self.flip)
-        return ClipDataset(self.clips(split), self.num_segments, transform, self.seed)
+        transform = FrameTransform(self.image_size, self.resize, train=train)
+        augmentation = ClipAugmentation(self.flip, mirror_map(self.flip_pairs, self.labels), self.photometric) if train else None
+        return ClipDataset(self.clips(split), self.num_segments, transform, self.seed, augmentation)
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from torch_tsm.augment import ClipAugmentation
 from torch_tsm.errors import UserError
 from torch_tsm.frames import FrameTransform, UnreadableVideo, probe_frame_count, read_image, read_video_frames, segment_indices
 from torch_tsm.labels import BUKVA_LABELS, read_labels
@@ -200,11 +201,14 @@ class ClipDataset(Dataset):
     worker queues, pinned memory and the host-to-device copy.
     """
 
-    def __init__(self, clips: list[ClipSource], num_segments: int, transform: FrameTransform, seed: int = 0) -> None:
+    def __init__(
+        self, clips: list[ClipSource], num_segments: int, transform: FrameTransform, seed: int = 0, augmentation: ClipAugmentation | None = None
+    ) -> None:
         self.clips = clips
         self.num_segments = num_segments
         self.transform = transform
         self.seed = seed
+        self.augmentation = augmentation  # training only
         # Shared with DataLoader workers, which live across epochs (persistent_workers): set_epoch
         # in the main process reaches them, so each epoch draws new frames, crops and flips.
         self.epoch = torch.zeros((), dtype=torch.int64).share_memory_()
@@ -227,7 +231,10 @@ class ClipDataset(Dataset):
         except UnreadableVideo as error:
             log.warning("skipped %s", error)
             return None
-        return torch.from_numpy(frames).permute(0, 3, 1, 2), clip.label
+        label = clip.label
+        if self.augmentation is not None:
+            frames, label = self.augmentation(frames, label, rng)
+        return torch.from_numpy(frames).permute(0, 3, 1, 2), label
 
 
 def collate_clips(items: list[tuple[torch.Tensor, int] | None]) -> tuple[torch.Tensor, torch.Tensor] | None:

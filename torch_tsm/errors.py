@@ -9,6 +9,9 @@ catch them. This module imports nothing of the project: torch_tsm and conversion
 """
 
 import contextlib
+import errno
+import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +43,34 @@ def reading(path: str | Path, what: str) -> Iterator[None]:
         raise UserError(_about(path, what, error)) from error
     except Exception as error:  # noqa: BLE001  any failure of the loader means: this file is not one
         raise UserError(_about(path, what, error)) from error
+
+
+# A write that finds no room: a full disk, a quota, a file-size limit (ulimit -f).
+NO_ROOM = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
+
+
+@contextlib.contextmanager
+def room_to_write(folder: str | Path) -> Iterator[None]:
+    """Around work that writes files into `folder` and to libraries' scratch files: a write that finds
+    no room becomes a UserError naming the file where known, else `folder`.
+
+    Each library says it in its own way: an OSError with an errno, numpy's "N requested and M
+    written" (an OSError without one), TensorFlow's C++ "<path>; File too large" (not an OSError).
+    """
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as error:
+        text = str(error)
+        reason = next((reason for reason in NO_ROOM if reason in text), None)
+        if isinstance(error, OSError) and re.search(r"\d+ requested and \d+ written", text):
+            reason = "a short write"
+        if reason is None:
+            raise
+        named = re.search(rf"(/[^\s;]+); {reason}", text)
+        path = getattr(error, "filename", None) or (named.group(1) if named else folder)
+        raise UserError(f"{path}: could not be written ({reason}; is the disk full?)") from error
 
 
 def _about(path: str | Path, what: str, error: BaseException) -> str:

@@ -4,7 +4,7 @@ TSN sampling: the video is cut into T equal segments and one frame is taken from
 training and the middle frame in evaluation. Frames are decoded with OpenCV, only up to the last one
 needed, and turned into RGB uint8 squares by letterbox (grey padding, as the Bukva baseline), by
 resize + crop, or by the Bukva baseline's multi-scale crop + letterbox. Every frame of a clip gets the
-same crop and flip.
+same crop (training's flip and colour changes: torch_tsm.augment).
 """
 
 from dataclasses import dataclass
@@ -106,8 +106,7 @@ class FrameTransform:
 
     image_size: int
     resize: str = "letterbox"  # see RESIZE_MODES
-    train: bool = False
-    flip: bool = False  # random horizontal flip in training
+    train: bool = False  # a random crop (crop, multiscale); evaluation: a fixed one
 
     def __call__(self, frames: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
         # T x (h, w, 3) uint8 -> (T, S, S, 3) uint8
@@ -122,9 +121,7 @@ class FrameTransform:
             box = _multiscale_box(h, w, rng) if self.resize == "multiscale" and self.train else (0, h, 0, w)
             place = _letterbox_placement(box[1] - box[0], box[3] - box[2], self.image_size)
             clip = np.stack([_letterbox(frame[box[0] : box[1], box[2] : box[3]], place, self.image_size) for frame in frames])
-        if self.train and self.flip and rng.random() < 0.5:
-            clip = clip[:, :, ::-1]
-        return np.ascontiguousarray(clip)
+        return clip
 
 
 def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -97,13 +97,14 @@ class FoldedStem(nn.Module):
     def __init__(self, model: MobileNetV2TSM) -> None:
         super().__init__()
         conv, batch_norm, activation = model.features[0]
-        std = model.std.view(1, -1, 1, 1)
+        # Folded in float64 and rounded once, as tf_reference.weights folds: the two give the same float32 weights.
+        kernel, std = conv.weight.detach().double(), model.std.double().view(1, -1, 1, 1)
         self.conv = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, padding=0, bias=False)
-        self.conv.weight.data = conv.weight.detach() / std
+        self.conv.weight.data = (kernel / std).float()
         self.batch_norm = nn.BatchNorm2d(batch_norm.num_features, batch_norm.eps).eval()
         self.batch_norm.load_state_dict(batch_norm.state_dict())
-        offset = (self.conv.weight.detach() * model.mean.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))
-        self.batch_norm.running_mean += offset
+        offset = (kernel * (model.mean.double().view(1, -1, 1, 1) / std)).sum(dim=(1, 2, 3))
+        self.batch_norm.running_mean.copy_((batch_norm.running_mean.double() + offset).float())
         self.activation = activation
         self.register_buffer("mean", model.mean.view(1, -1, 1, 1).detach().clone(), persistent=False)
         self.padding = conv.padding

@@ -10,14 +10,15 @@ Every frame goes through the backbone exactly once. Started from zero buffers, t
 T frames are exactly the clip model's per-frame logits, so their mean is the clip model's output; on a
 longer stream they are the per-frame logits of the clip model run on the whole stream as one clip.
 
-The streaming model reuses the trained model's modules (same weights, no copy of the architecture).
+The streaming model reuses the trained model's modules (same weights, no copy of the architecture); its first
+convolution takes raw pixels, the normalization folded in (FoldedStem), as in the exported clip model.
 """
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from torch_tsm.model import MobileNetV2TSM, ShiftedInvertedResidual
+from torch_tsm.model import FoldedStem, MobileNetV2TSM, ShiftedInvertedResidual
 
 FOLD_DIV = 8  # the fold of temporal_shift: the first C // 8 channels are carried over
 
@@ -33,15 +34,16 @@ class StreamingTSM(nn.Module):
                 "a bidirectional shift looks at the next frame, which a live stream does not have yet"
             )
         self.model = model.eval()
+        self.stem = FoldedStem(model)  # features[0] with the normalization folded in, as the exported clip model
         self.num_buffers = len(model.shifted_blocks())
 
     def forward(self, frame: Tensor, *buffers: Tensor) -> tuple[Tensor, ...]:
-        # (1, 3, H, W) pixels 0..255, num_buffers x (1, C_i // 8, H_i, W_i) -> (1, K), num_buffers x (1, C_i // 8, H_i, W_i)
+        # (N, 3, H, W) pixels 0..255, num_buffers x (N, C_i // 8, H_i, W_i) -> (N, K), num_buffers x (N, C_i // 8, H_i, W_i); N = 1 live
         if len(buffers) != self.num_buffers:
             raise ValueError(f"the streaming model takes {self.num_buffers} buffers, got {len(buffers)}")
-        x = (frame - self.model.mean) / self.model.std
+        x = self.stem(frame)
         new_buffers = []
-        for module in self.model.features:
+        for module in self.model.features[1:]:
             if isinstance(module, ShiftedInvertedResidual):
                 x, carried = _shifted_block_step(module, x, buffers[len(new_buffers)])
                 new_buffers.append(carried)
@@ -66,7 +68,7 @@ class StreamingTSM(nn.Module):
 
 
 def _shifted_block_step(block: ShiftedInvertedResidual, x: Tensor, buffer: Tensor) -> tuple[Tensor, Tensor]:
-    # (1, C, H, W), (1, C // 8, H, W) -> block output (1, C, H, W), new buffer (1, C // 8, H, W)
+    # (N, C, H, W), (N, C // 8, H, W) -> block output (N, C, H, W), new buffer (N, C // 8, H, W)
     # A channel split and a channel concatenation only, like temporal_shift: what onnx2tf lays out reliably.
     fold = x.shape[1] // FOLD_DIV
     current, rest = x.split([fold, x.shape[1] - fold], dim=1)

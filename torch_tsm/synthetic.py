@@ -23,6 +23,7 @@ MOTION_PAIRS = (
 )
 SYNTHETIC_LABELS = [*STATIC_GLYPHS, *(name for pair in MOTION_PAIRS for name in pair[2:])]
 DIRECTION_PAIRS = [pair[2:] for pair in MOTION_PAIRS]
+MIRRORED_CLASSES = [("move_right", "move_left")]  # what a horizontal flip turns into each other; every glyph is symmetric
 SPLIT_STREAMS = {"train": 0, "val": 1}
 
 

@@ -20,6 +20,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
+from torch_tsm.augment import parse_flip_pairs
 from torch_tsm.cli import add_verbose_flag, run, setup, summary, user_errors
 from torch_tsm.datamodule import DATA_KINDS, ClipDataModule
 from torch_tsm.errors import UserError
@@ -49,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--bukva-source", choices=("trimmed", "original"), default="trimmed", help="Bukva videos: trimmed/, or original/ cut by begin/end")
     data.add_argument("--resize", choices=RESIZE_MODES, default="letterbox", help="multiscale: the Bukva baseline's multi-scale crop + letterbox in training")
     data.add_argument("--flip", action=argparse.BooleanOptionalAction, help="random horizontal flip in training (default: on for bukva and frames, off for synthetic)")
+    data.add_argument("--flip-pairs", metavar="A:B,C:D", help="classes that are each other's mirror image, swapped when a clip is flipped; or a file of A:B lines (default: move_right:move_left for synthetic, none otherwise)")
+    data.add_argument("--photometric", action=argparse.BooleanOptionalAction, help="random brightness, contrast, saturation and hue in training (default: on)")
     data.add_argument("--synthetic-clips", type=int, nargs=2, default=(1600, 400), metavar=("TRAIN", "VAL"))
     data.add_argument("--num-workers", type=int, help="DataLoader worker processes (default: every usable core)")
     model = parser.add_argument_group("model")
@@ -102,10 +105,12 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 def data_module(args: argparse.Namespace) -> ClipDataModule:
+    flip_pairs = parse_flip_pairs(args.flip_pairs) if args.flip_pairs is not None else None
     try:
         return ClipDataModule(
             args.data, args.data_root, args.num_segments, args.image_size, args.batch_size, args.num_workers,
-            args.resize, args.flip, seed=args.seed, synthetic_sizes=tuple(args.synthetic_clips), bukva_source=args.bukva_source,
+            args.resize, args.flip, flip_pairs, args.photometric,
+            seed=args.seed, synthetic_sizes=tuple(args.synthetic_clips), bukva_source=args.bukva_source,
         )
     except ValueError as error:  # its check of --data and --data-root: options, not a bug
         raise UserError(f"{args.data_root or '--data-root'}: {error}") from error
@@ -166,8 +171,8 @@ def write_model_card(output: Path, args: argparse.Namespace, data: ClipDataModul
         "model": "MobileNetV2-TSM",
         "checkpoint": "best.ckpt",
         "labels": data.labels,
-        # as run: the data defaults resolved (flip per data kind, workers per machine)
-        "config": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()} | {"flip": data.flip, "num_workers": data.num_workers},
+        # as run: the data defaults resolved (flip and its pairs per data kind, workers per machine)
+        "config": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()} | {"flip": data.flip, "flip_pairs": data.flip_pairs, "photometric": data.photometric, "num_workers": data.num_workers},
         "input": {"shape": ["N", args.num_segments, 3, args.image_size, args.image_size], "pixels": "RGB 0..255, normalized inside the model"},
         "validation": validation,
         "validation_clips": len(targets),

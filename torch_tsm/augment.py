@@ -37,9 +37,10 @@ class ClipAugmentation:
         if self.flip and rng.random() < 0.5:
             clip = clip[:, :, ::-1]
             label = self.mirrored[label] if self.mirrored else label
+        clip = np.ascontiguousarray(clip)
         if self.photometric:
-            clip = jitter_colours(np.ascontiguousarray(clip), rng)
-        return np.ascontiguousarray(clip), label
+            clip = jitter_colours(clip, rng)
+        return clip, label
 
 
 def jitter_colours(clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -92,11 +92,19 @@ def ratio_row(number: str, measure: str, seconds: tuple[float, float], names: tu
     return Row(number, measure, figure, f"{'<=' if at_most else '>='} {target:g}", met, command)
 
 
+# The vector extensions that XNNPACK's kernels pick from at run time: the uint8 speed-up over float32 is the
+# CPU's as much as the graph's (BENCHMARKS.md, rows 3 and 3b), so every run records them.
+VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
 def machine() -> dict[str, str]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), platform.processor())
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), []))
     packages = ("torch", "torchvision", "pytorch-lightning", "tensorflow", "ai-edge-litert", "onnx", "onnxruntime", "onnx2tf", "numpy")
     return {
         "CPU": cpu,
+        "vector extensions": ", ".join(flag for flag in VECTOR_FLAGS if flag in flags) or "none of " + ", ".join(VECTOR_FLAGS),
         "cores available": str(len(os.sched_getaffinity(0))),
         "memory": f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB",
         "OS": platform.platform(),

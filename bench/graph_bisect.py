@@ -5,10 +5,11 @@ keras.applications as TFLiteConverter makes it (and with symmetric explicit padd
 route, and our Keras twin (tf_reference, the keras route) with one difference changed at a time: the
 in-model normalization (folded into the first convolution, as shipped; a SUB and a MUL broadcast over the
 last axis, as it was; over rows of W x 3 values; none), TF-style padding instead of PyTorch's symmetric
-PADs, no temporal MEAN, int8 instead of uint8 in and out (no QUANTIZE ops), default instead of fitted
-BatchNorm statistics; and two graphs with XNNPACK off, to tell the graph from the delegate. A variant's
-cost is its difference from the one it derives from. The converted variants are cached in
-bench/.work/graph-bisect/ (delete it after changing tf_reference).
+PADs (everywhere, or on the four strided depthwise layers only), no temporal MEAN, int8 instead of
+uint8 in and out (no QUANTIZE ops), default instead of fitted BatchNorm statistics; and two graphs with
+XNNPACK off, to tell the graph from the delegate. A variant's cost is its difference from the one it
+derives from. The converted variants are cached in bench/.work/graph-bisect/ (delete it after changing
+tf_reference).
 
     python -m bench.graph_bisect [--quick]
 """
@@ -44,6 +45,7 @@ class TwinVariant:
 
     normalization: str = "folded"  # "folded" into the first convolution (shipped), "last axis" (as it was), "rows", "none"
     tf_padding: bool = False  # Keras "same" at stride 2 instead of PyTorch's symmetric PAD + "valid"
+    tf_padding_stem: bool = True  # with tf_padding: the first convolution too (False: the strided depthwise layers only)
     clip_mean: bool = True  # False: per-frame logits out, no temporal MEAN
     io_type: str = "uint8"  # "int8": no QUANTIZE at the input and output
     fitted_batchnorm: bool = True  # False: torch's default statistics (mean 0, variance 1)
@@ -52,6 +54,8 @@ class TwinVariant:
 AS_IT_WAS = "twin, normalization over the last axis (as it was)"
 SHIPPED = "twin, normalization folded into the first convolution (as shipped)"
 ROWS = "twin, normalization over rows of W x 3 values"
+BARE_DEPTHWISE_TF = "twin, no normalization, TF padding on the strided depthwise layers only"
+SHIPPED_DEPTHWISE_TF = "twin, normalization folded, TF padding on the strided depthwise layers only"
 # name -> variant; names are the table's rows and the cache's file names
 TWINS = {
     AS_IT_WAS: TwinVariant(normalization="last axis"),
@@ -61,6 +65,8 @@ TWINS = {
     "twin, last-axis normalization, TF padding": TwinVariant(normalization="last axis", tf_padding=True),
     "twin, no normalization, TF padding": TwinVariant(normalization="none", tf_padding=True),
     "twin, no normalization, TF padding, no temporal MEAN": TwinVariant(normalization="none", tf_padding=True, clip_mean=False),
+    BARE_DEPTHWISE_TF: TwinVariant(normalization="none", tf_padding=True, tf_padding_stem=False),
+    SHIPPED_DEPTHWISE_TF: TwinVariant(tf_padding=True, tf_padding_stem=False),
     "twin, last-axis normalization, int8 in and out": TwinVariant(normalization="last axis", io_type="int8"),
     "twin, last-axis normalization, default BatchNorm statistics": TwinVariant(normalization="last axis", fitted_batchnorm=False),
 }
@@ -104,14 +110,15 @@ def twin_model(checkpoint: Path, variant: TwinVariant, image_size: int) -> keras
 
     def rebuild(layer: keras.layers.Layer) -> keras.layers.Layer:
         if isinstance(layer, MeanPadding) and unfold:
-            return NormalizeAndPad(variant.normalization, not variant.tf_padding, name=layer.name)
+            return NormalizeAndPad(variant.normalization, not (variant.tf_padding and variant.tf_padding_stem), name=layer.name)
         if isinstance(layer, MeanOverFrames) and not variant.clip_mean:
             return keras.layers.Identity(name=layer.name)
         if variant.tf_padding and isinstance(layer, keras.layers.ZeroPadding2D):
             return keras.layers.Identity(name=layer.name)
         config = layer.get_config()
-        if variant.tf_padding and isinstance(layer, keras.layers.Conv2D) and tuple(config["strides"]) == (2, 2):
-            config["padding"] = "same"  # DepthwiseConv2D is a Conv2D subclass: both strided layers
+        strided = isinstance(layer, keras.layers.Conv2D) and tuple(config["strides"]) == (2, 2)  # DepthwiseConv2D is a Conv2D
+        if variant.tf_padding and strided and (variant.tf_padding_stem or layer.name != f"{STEM}.0"):
+            config["padding"] = "same"
         return layer.__class__.from_config(config)
 
     model = keras.models.clone_model(shipped, clone_function=rebuild)
@@ -220,6 +227,9 @@ def findings(ms: dict[str, float]) -> str:
         "normalization over rows": ms[ROWS] - ms[bare],
         "normalization folded": ms[SHIPPED] - ms[bare],
         "PADs (twin)": ms[bare] - ms[bare_tf_padding],
+        "stem PAD": ms[BARE_DEPTHWISE_TF] - ms[bare_tf_padding],
+        "the depthwise PADs": ms[bare] - ms[BARE_DEPTHWISE_TF],
+        "the depthwise PADs, folded": ms[SHIPPED] - ms[SHIPPED_DEPTHWISE_TF],
         "PADs (keras.applications)": ms[KERAS_APPLICATIONS_SYMMETRIC] - ms[KERAS_APPLICATIONS],
         "temporal MEAN": ms[bare_tf_padding] - ms["twin, no normalization, TF padding, no temporal MEAN"],
         "QUANTIZE in and out": ms[AS_IT_WAS] - ms["twin, last-axis normalization, int8 in and out"],
@@ -231,7 +241,11 @@ def findings(ms: dict[str, float]) -> str:
         f"of the twin's {ms[AS_IT_WAS]:.1f} ms; the same SUB and MUL over rows of W x 3 values: {costs['normalization over rows']:+.1f} ms; "
         f"folded into the first convolution (tf_reference now): {costs['normalization folded']:+.1f} ms. "
         f"PyTorch's symmetric PADs instead of TF padding: {costs['PADs (twin)']:+.1f} ms in the twin, "
-        f"{costs['PADs (keras.applications)']:+.1f} ms in keras.applications. The temporal MEAN: {costs['temporal MEAN']:+.1f} ms; "
+        f"{costs['PADs (keras.applications)']:+.1f} ms in keras.applications; of the twin's, the first convolution's PAD "
+        f"{costs['stem PAD']:+.1f} ms and the four strided depthwise layers' {costs['the depthwise PADs']:+.1f} ms beside an "
+        f"unnormalized stem, {costs['the depthwise PADs, folded']:+.1f} ms beside the folded stem as shipped (with TF padding on "
+        f"those four layers alone, the stem left exact, the twin runs {ms[SHIPPED_DEPTHWISE_TF] / ms[KERAS_APPLICATIONS]:.2f}x "
+        f"keras.applications). The temporal MEAN: {costs['temporal MEAN']:+.1f} ms; "
         f"the QUANTIZE ops of uint8 in and out: {costs['QUANTIZE in and out']:+.1f} ms; default instead of fitted BatchNorm "
         f"statistics: {costs['default BatchNorm statistics']:+.1f} ms. Without normalization and with TF padding the twin is "
         f"{ms[bare_tf_padding] - ms[KERAS_APPLICATIONS]:+.1f} ms from keras.applications. The onnx route, whose export folds the "

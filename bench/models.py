@@ -141,11 +141,11 @@ def benchmark_models(settings: Settings) -> dict[str, Converted]:
     return {shift: converted_model(spec(settings, shift), calibration, parity) for shift in ("bidirectional", "none")}
 
 
-def keras_applications_model(settings: Settings, frames: np.ndarray, symmetric_padding: bool = False) -> bytes:
+def keras_applications_model(settings: Settings, frames: np.ndarray, symmetric_padding: bool = False, uint8: bool = True) -> bytes:
     """keras.applications' MobileNetV2 (random weights) as TensorFlow's own converter makes it, full-integer
-    uint8, calibrated on `frames` (M, S, S, 3) uint8: the backbone as TensorFlow ships it, the yardstick
-    for our graph. symmetric_padding: its four strided depthwise convolutions padded by one on every side,
-    as PyTorch pads (its own padding, bottom and right only, folds into a SAME convolution)."""
+    uint8 calibrated on `frames` (M, S, S, 3) uint8, or float32: the backbone as TensorFlow ships it, the
+    yardstick for our graph. symmetric_padding: its four strided depthwise convolutions padded by one on
+    every side, as PyTorch pads (its own padding, bottom and right only, folds into a SAME convolution)."""
     import keras
     import tensorflow as tf
     from keras.src.applications import mobilenet_v2
@@ -156,6 +156,8 @@ def keras_applications_model(settings: Settings, frames: np.ndarray, symmetric_p
                                                weights=None, classes=settings.num_classes)
     scaled = frames.astype(np.float32) / 127.5 - 1  # its own input range
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if not uint8:
+        return converter.convert()
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([frame[None]] for frame in scaled)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

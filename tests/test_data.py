@@ -5,9 +5,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from torchvision.transforms.functional import gaussian_blur
 
 from torch_tsm import augment
-from torch_tsm.augment import ClipAugmentation
+from torch_tsm.augment import ClipAugmentation, defocus
 from torch_tsm.datamodule import ClipDataModule
 from torch_tsm.datasets import ClipDataset, collate_clips, read_bukva, read_frame_folders
 from torch_tsm.frames import LETTERBOX_GREY, MULTISCALE_SCALES, FrameTransform, _multiscale_box, resize_frame, segment_indices
@@ -43,7 +44,7 @@ def test_letterbox_keeps_aspect_with_grey_bars():
 
 def test_one_crop_flip_and_colour_change_for_all_frames_of_a_clip():
     frame = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
-    transform, augmentation = FrameTransform(32, resize="crop", train=True), ClipAugmentation(flip=True, photometric=True)
+    transform, augmentation = FrameTransform(32, resize="crop", train=True), ClipAugmentation(flip=True, photometric=True, blur=True)
     changed = 0
     for seed in range(10):
         rng = np.random.default_rng(seed)
@@ -51,6 +52,27 @@ def test_one_crop_flip_and_colour_change_for_all_frames_of_a_clip():
         assert np.array_equal(clip[0], clip[1])
         changed += not np.array_equal(clip[0], transform([frame], np.random.default_rng(seed))[0])
     assert changed == 10
+
+
+def test_defocus_blurs_each_frame_alone_as_torchvision_does():
+    # Frame 0 black, frame 1 white: a blur of the clip as one tall image would grey the rows where they meet.
+    clip = np.stack([np.zeros((32, 32, 3), np.uint8), np.full((32, 32, 3), 255, np.uint8), np.zeros((32, 32, 3), np.uint8)])
+    clip[2, 8:24, 8:24] = 255  # a white square, whose edges a blur softens
+    blurred = defocus(clip, sigma=1.5)
+    assert (blurred[0] == 0).all() and (blurred[1] == 255).all()
+    # Reference: torchvision's gaussian_blur with a kernel of OpenCV's size for this sigma (reflected borders alike).
+    kernel = round(1.5 * 3 * 2 + 1) | 1  # OpenCV's size for uint8 images: 3 sigma each side, odd
+    expected = gaussian_blur(torch.from_numpy(clip[2]).permute(2, 0, 1), [kernel, kernel], [1.5, 1.5]).permute(1, 2, 0).numpy()
+    assert np.abs(blurred[2].astype(int) - expected).max() <= 1
+    assert 0 < blurred[2, 8, 16, 0] < 255  # the edge is soft
+
+
+def test_defocus_on_half_the_clips():
+    clip = np.zeros((2, 64, 64, 3), np.uint8)
+    clip[:, ::2] = 255  # stripes: any blur greys them
+    augmentation = ClipAugmentation(blur=True)
+    blurred = [not np.array_equal(augmentation(clip, 0, np.random.default_rng(seed))[0], clip) for seed in range(200)]
+    assert 80 <= sum(blurred) <= 120  # BLUR_CHANCE = 0.5
 
 
 # The four colour steps against torchvision's adjust_* (the reference) on the same smooth images: within

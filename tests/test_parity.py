@@ -22,6 +22,7 @@ from conversion.to_tflite import _onnx_route, convert
 from tests.conftest import smooth_clips, with_real_batchnorm_statistics
 from tf_reference import from_torch_model
 from torch_tsm.camera import CAMERA_CHANGES
+from torch_tsm.frames import FrameTransform
 from torch_tsm.model import build_model, load_model
 
 pytestmark = pytest.mark.parity
@@ -207,6 +208,15 @@ def test_camera_changes_change_pixels_alike_for_every_frame():
     for name, change in CAMERA_CHANGES.items():
         if name != "noise sigma 8":
             assert (change(frames) == change(frames)[:, :1]).all(), name
+
+
+def test_letterbox_change_is_what_our_pipeline_makes_of_a_4_3_camera():
+    # A 4:3 camera of the same width sees the square scene's middle 48 of 64 rows; evaluation letterboxes
+    # its frames back to 64 x 64 (FrameTransform), which is what the change must give.
+    scene = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    camera_frame = scene[8:56]
+    expected = FrameTransform(64)([camera_frame], None)[0]
+    assert np.array_equal(CAMERA_CHANGES["letterbox 4:3"](scene[None, None])[0, 0], expected)
 
 
 # The camera-change rows of the uint8 routes, measured on the session's model. The bound is not asserted:

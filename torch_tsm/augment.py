@@ -5,6 +5,8 @@
 - Photometric jitter, mmaction2's ColorJitter defaults: brightness, contrast and saturation factors
   drawn from [0.5, 1.5] and the hue turned by up to a tenth of the colour circle, in random order;
   a camera sees other light than the training videos did.
+- Defocus: a Gaussian blur on half the clips, its sigma drawn from 0.5 to 1.5 px at 64 px (1.75 to
+  5.25 px at 224 px); a webcam is rarely as sharp as a rendered or a Full-HD training clip.
 
 OpenCV on the uint8 frames rather than torchvision's tensor functions: the DataLoader workers also
 decode the videos, and at 224 px x 8 frames torchvision's hue alone takes longer than a decode
@@ -24,6 +26,8 @@ from torch_tsm.errors import UserError
 BRIGHTNESS = CONTRAST = SATURATION = 0.5
 HUE = 0.1
 GREY_WEIGHTS = np.array([0.299, 0.587, 0.114])  # RGB -> luma, as torchvision and OpenCV
+BLUR_CHANCE = 0.5
+BLUR_SIGMA = (0.5 / 64, 1.5 / 64)  # as fractions of the frame side, so that a blur means the same at every size
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class ClipAugmentation:
     flip: bool = False
     mirrored: tuple[int, ...] = ()  # label -> the label of its mirror image (a permutation; () = every label its own)
     photometric: bool = False
+    blur: bool = False
 
     def __call__(self, clip: np.ndarray, label: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
         # (T, S, S, 3) uint8 -> (T, S, S, 3) uint8, and the label of what the clip now shows
@@ -38,9 +43,16 @@ class ClipAugmentation:
             clip = clip[:, :, ::-1]
             label = self.mirrored[label] if self.mirrored else label
         clip = np.ascontiguousarray(clip)
+        if self.blur and rng.random() < BLUR_CHANCE:
+            clip = defocus(clip, rng.uniform(*BLUR_SIGMA) * clip.shape[1])
         if self.photometric:
             clip = jitter_colours(clip, rng)
         return clip, label
+
+
+def defocus(clip: np.ndarray, sigma: float) -> np.ndarray:
+    # (T, S, S, 3) uint8 -> (T, S, S, 3) uint8; frame by frame, so that no frame bleeds into the next
+    return np.stack([cv2.GaussianBlur(frame, (0, 0), sigmaX=sigma) for frame in clip])
 
 
 def jitter_colours(clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from torch_tsm.augment import brightness, contrast
-from torch_tsm.frames import LETTERBOX_GREY, resize_frame
+from torch_tsm.frames import LETTERBOX_GREY
 
 Change = Callable[[np.ndarray], np.ndarray]
 
@@ -51,12 +51,13 @@ def translate(frame: np.ndarray) -> np.ndarray:
 
 
 def letterbox_4_3(frame: np.ndarray) -> np.ndarray:
-    # the square frame as a 4:3 camera gives it after letterboxing: squeezed to 3/4 of its height, grey bars
+    # what a 4:3 camera of the same width gives after our letterbox: the scene at the same scale, its
+    # top and bottom eighths behind grey bars (nothing squeezed: letterboxing keeps the aspect)
     size = frame.shape[0]
-    height = round(size * 3 / 4)
-    top = (size - height) // 2
-    boxed = np.full_like(frame, LETTERBOX_GREY)
-    boxed[top : top + height] = resize_frame(frame, (size, height))
+    top = (size - round(size * 3 / 4)) // 2
+    boxed = frame.copy()
+    boxed[:top] = LETTERBOX_GREY
+    boxed[size - top :] = LETTERBOX_GREY
     return boxed
 
 

@@ -17,6 +17,7 @@ from torch_tsm.synthetic import MIRRORED_CLASSES, SYNTHETIC_LABELS, synthetic_cl
 DATA_KINDS = ("synthetic", "bukva", "frames")
 FLIP_PAIRS = {"synthetic": MIRRORED_CLASSES}
 PHOTOMETRIC_DEFAULT = True
+BLUR_DEFAULT = True
 
 
 class EpochSampler(DistributedSampler):
@@ -57,6 +58,7 @@ class ClipDataModule(pl.LightningDataModule):
         flip: bool | None = None,
         flip_pairs: Sequence[tuple[str, str]] | None = None,
         photometric: bool | None = None,
+        blur: bool | None = None,
         seed: int = 0,
         synthetic_sizes: tuple[int, int] = (1600, 400),
         bukva_source: str = "trimmed",
@@ -79,6 +81,7 @@ class ClipDataModule(pl.LightningDataModule):
         # for Bukva (a mirrored letter is the same letter signed with the other hand) and frame folders.
         self.flip_pairs = [tuple(pair) for pair in (flip_pairs if flip_pairs is not None else FLIP_PAIRS.get(data, []))]
         self.photometric = PHOTOMETRIC_DEFAULT if photometric is None else photometric
+        self.blur = BLUR_DEFAULT if blur is None else blur
         self.seed = seed
         self.synthetic_sizes = synthetic_sizes
         self.bukva_source = bukva_source
@@ -112,7 +115,7 @@ class ClipDataModule(pl.LightningDataModule):
 
     def dataset(self, split: str, train: bool) -> ClipDataset:
         transform = FrameTransform(self.image_size, self.resize, train=train)
-        augmentation = ClipAugmentation(self.flip, mirror_map(self.flip_pairs, self.labels), self.photometric) if train else None
+        augmentation = ClipAugmentation(self.flip, mirror_map(self.flip_pairs, self.labels), self.photometric, self.blur) if train else None
         return ClipDataset(self.clips(split), self.num_segments, transform, self.seed, augmentation)
 
     def train_dataloader(self) -> DataLoader:

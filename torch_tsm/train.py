@@ -52,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--flip", action=argparse.BooleanOptionalAction, help="random horizontal flip in training (default: on for bukva and frames, off for synthetic)")
     data.add_argument("--flip-pairs", metavar="A:B,C:D", help="classes that are each other's mirror image, swapped when a clip is flipped; or a file of A:B lines (default: move_right:move_left for synthetic, none otherwise)")
     data.add_argument("--photometric", action=argparse.BooleanOptionalAction, help="random brightness, contrast, saturation and hue in training (default: on)")
+    data.add_argument("--blur", action=argparse.BooleanOptionalAction, help="a random defocus blur on half the training clips (default: on)")
     data.add_argument("--synthetic-clips", type=int, nargs=2, default=(1600, 400), metavar=("TRAIN", "VAL"))
     data.add_argument("--num-workers", type=int, help="DataLoader worker processes (default: every usable core)")
     model = parser.add_argument_group("model")
@@ -109,7 +110,7 @@ def data_module(args: argparse.Namespace) -> ClipDataModule:
     try:
         return ClipDataModule(
             args.data, args.data_root, args.num_segments, args.image_size, args.batch_size, args.num_workers,
-            args.resize, args.flip, flip_pairs, args.photometric,
+            args.resize, args.flip, flip_pairs, args.photometric, args.blur,
             seed=args.seed, synthetic_sizes=tuple(args.synthetic_clips), bukva_source=args.bukva_source,
         )
     except ValueError as error:  # its check of --data and --data-root: options, not a bug
@@ -172,7 +173,7 @@ def write_model_card(output: Path, args: argparse.Namespace, data: ClipDataModul
         "checkpoint": "best.ckpt",
         "labels": data.labels,
         # as run: the data defaults resolved (flip and its pairs per data kind, workers per machine)
-        "config": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()} | {"flip": data.flip, "flip_pairs": data.flip_pairs, "photometric": data.photometric, "num_workers": data.num_workers},
+        "config": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()} | {"flip": data.flip, "flip_pairs": data.flip_pairs, "photometric": data.photometric, "blur": data.blur, "num_workers": data.num_workers},
         "input": {"shape": ["N", args.num_segments, 3, args.image_size, args.image_size], "pixels": "RGB 0..255, normalized inside the model"},
         "validation": validation,
         "validation_clips": len(targets),

@@ -1,8 +1,9 @@
 """Row 14: our uint8 TSM graph against what litert-torch (Google's PyTorch -> LiteRT converter) makes of the
 same model, int8 by PT2E static per-channel quantization: the converter a user would pick instead.
 
-litert-torch is a bench-only extra, never a dependency of the toolkit: `pip install '.[compare]'`. Without
-it the row says so and is skipped. Both models run in turns in this one process on the same real clip.
+litert-torch is a bench-only extra, never a dependency of the toolkit: `make bench-compare` installs it into
+a venv of its own and runs every benchmark there. Without it the row says so and is skipped. Both models
+run in turns in this one process on the same real clip.
 
     python -m bench.litert_compare [--quick]
 """
@@ -23,7 +24,7 @@ from conversion.clips import load_clips
 from conversion.inspect import inspect_tflite
 from torch_tsm.model import load_model
 
-NOT_INSTALLED = "not installed: make bench-compare / pip install '.[compare]'"
+NOT_INSTALLED = "not installed: make bench-compare"
 TARGET = 0.95  # ours / litert-torch: ours must be the faster
 
 

@@ -3,7 +3,7 @@
 Two generated 2.5 s, 30 fps Full-HD H.264 videos (landscape 1920x1080 and portrait 1080x1920, 15 Mbit/s
 as phones record, libx264 through PyAV) stand in for Bukva's phone videos: a room (smooth light, a few
 flat objects, fine texture), a person-sized shape and a moving hand-sized one, and sensor noise. Everything runs in this one process pinned to one core, as one DataLoader worker runs:
-training clips (TSN sampling, 8 frames, letterbox, flip, colour jitter) read by the training ClipDataset
+training clips (TSN sampling, 8 frames, letterbox, flip, colour jitter, blur) read by the training ClipDataset
 from the videos and from their prepared frames, in turns, and the prepare step itself; and the colour
 jitter alone, ours (OpenCV) against torchvision's tensor functions (row 12e).
 
@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from bench.common import WORK, Report, Row, Settings, alternate_times, run_alone
 from torch_tsm.augment import ClipAugmentation
-from torch_tsm.datamodule import ClipDataModule
+from torch_tsm.datamodule import BLUR_DEFAULT, PHOTOMETRIC_DEFAULT, ClipDataModule
 from torch_tsm.datasets import BukvaEntry, ClipDataset, FrameFolderClip, VideoClip, collate_clips
 from torch_tsm.frames import FrameTransform
 from torch_tsm.lightning_module import TSMClassifier
@@ -88,7 +88,7 @@ def measure(settings: Settings) -> Report:
     try:
         prepare_seconds, prepared = prepare_all(videos)
         transform = FrameTransform(settings.image_size, "letterbox", train=True)
-        augmentation = ClipAugmentation(flip=True, photometric=True)  # training's defaults for Bukva
+        augmentation = ClipAugmentation(flip=True, photometric=PHOTOMETRIC_DEFAULT, blur=BLUR_DEFAULT)  # training's defaults for Bukva
         raw_set = ClipDataset([VideoClip(path, 0, FRAMES) for path in videos.values()], settings.num_segments, transform, augmentation=augmentation)
         frames_set = ClipDataset([FrameFolderClip(frames, 0) for frames in prepared.values()], settings.num_segments, transform, augmentation=augmentation)
         repeats = 2 if settings.quick else 10  # prepared clips are fast: more of them per timed call

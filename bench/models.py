@@ -141,6 +141,11 @@ def benchmark_models(settings: Settings) -> dict[str, Converted]:
     return {shift: converted_model(spec(settings, shift), calibration, parity) for shift in ("bidirectional", "none")}
 
 
+def keras_applications_input(frames: np.ndarray) -> np.ndarray:
+    # (..., S, S, 3) uint8 -> float32 in [-1, 1]: keras.applications MobileNetV2's own input range
+    return frames.astype(np.float32) / 127.5 - 1
+
+
 def keras_applications_model(settings: Settings, frames: np.ndarray, symmetric_padding: bool = False, uint8: bool = True) -> bytes:
     """keras.applications' MobileNetV2 (random weights) as TensorFlow's own converter makes it, full-integer
     uint8 calibrated on `frames` (M, S, S, 3) uint8, or float32: the backbone as TensorFlow ships it, the
@@ -154,7 +159,7 @@ def keras_applications_model(settings: Settings, frames: np.ndarray, symmetric_p
     with mock.patch.object(mobilenet_v2.imagenet_utils, "correct_pad", padding):
         model = keras.applications.MobileNetV2(input_shape=(settings.image_size, settings.image_size, 3), alpha=settings.width_mult,
                                                weights=None, classes=settings.num_classes)
-    scaled = frames.astype(np.float32) / 127.5 - 1  # its own input range
+    scaled = keras_applications_input(frames)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if not uint8:
         return converter.convert()

@@ -116,7 +116,7 @@ def twin_model(checkpoint: Path, variant: TwinVariant, image_size: int) -> keras
         if variant.tf_padding and isinstance(layer, keras.layers.ZeroPadding2D):
             return keras.layers.Identity(name=layer.name)
         config = layer.get_config()
-        strided = isinstance(layer, keras.layers.Conv2D) and tuple(config["strides"]) == (2, 2)  # DepthwiseConv2D is a Conv2D
+        strided = isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)) and tuple(config["strides"]) == (2, 2)
         if variant.tf_padding and strided and (variant.tf_padding_stem or layer.name != f"{STEM}.0"):
             config["padding"] = "same"
         return layer.__class__.from_config(config)

@@ -36,6 +36,15 @@ def with_real_batchnorm_statistics(model: MobileNetV2TSM, image_size: int = 32) 
     return model.eval()
 
 
+def training_checkpoint(model: MobileNetV2TSM, labels: list[str] | None = None, image_size: int = 32, **config) -> dict:
+    """`model` in the layout torch_tsm.train writes (load_model reads it); `config` overrides its hyper-parameters."""
+    hyper_parameters = {
+        "labels": labels or [str(i) for i in range(model.num_classes)], "num_segments": model.num_segments,
+        "width_mult": model.width_mult, "shift": model.shift, "image_size": image_size,
+    }
+    return {"hyper_parameters": hyper_parameters | config, "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}
+
+
 def snapshot(folder: Path) -> dict[str, str]:
     # every path under folder -> the sha256 of its bytes ("" for a folder): what a failed conversion must leave alone
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "" for p in sorted(folder.rglob("*"))}

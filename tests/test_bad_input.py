@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import training_checkpoint
 from torch_tsm.cli import run
 from torch_tsm.errors import UserError
 from torch_tsm.model import build_model
@@ -38,9 +39,8 @@ def save_checkpoint(path: Path, labels: list[str], width: float = WIDTH, state_w
     """The layout torch_tsm.train writes; `state_width` other than `width` gives weights that do not fit the config."""
     torch.manual_seed(0)
     model = build_model(len(labels), SEGMENTS, state_width, shift)
-    config = {"labels": labels, "num_segments": SEGMENTS, "width_mult": width, "shift": shift, "image_size": SIZE}
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"hyper_parameters": config, "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
+    torch.save(training_checkpoint(model, labels, SIZE, width_mult=width), path)
     return path
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torchvision.models import mobilenet_v2
 
-from tests.conftest import smooth_clips, with_real_batchnorm_statistics
+from tests.conftest import smooth_clips, training_checkpoint, with_real_batchnorm_statistics
 from torch_tsm.model import ShiftedInvertedResidual, build_model, load_model
 
 
@@ -61,13 +61,8 @@ def test_batch_of_one_equals_batch(small_model):
     assert torch.allclose(together, alone, atol=1e-4)
 
 
-def _checkpoint(model, labels, image_size=32):
-    config = {"labels": labels, "num_segments": model.num_segments, "width_mult": model.width_mult, "shift": model.shift, "image_size": image_size}
-    return {"hyper_parameters": config, "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}
-
-
 def test_load_model_round_trip(tmp_path, small_model):
-    torch.save(_checkpoint(small_model, ["а", "б", "в", "г", "д"]), tmp_path / "model.ckpt")
+    torch.save(training_checkpoint(small_model, ["а", "б", "в", "г", "д"]), tmp_path / "model.ckpt")
     loaded = load_model(tmp_path / "model.ckpt")
     clips = torch.rand(1, 4, 3, 32, 32) * 255
     assert not loaded.training and loaded.labels[0] == "а" and loaded.image_size == 32 and loaded.shift == "bidirectional"
@@ -85,7 +80,7 @@ class _Payload:
 
 def test_load_model_refuses_pickled_payload(tmp_path, small_model):
     marker = str(tmp_path / "payload-ran")
-    checkpoint = _checkpoint(small_model, list("abcde"))
+    checkpoint = training_checkpoint(small_model, list("abcde"))
     checkpoint["hyper_parameters"]["extra"] = _Payload(marker)
     with open(tmp_path / "evil.ckpt", "wb") as handle:
         pickle.dump(checkpoint, handle)  # a zip-less pickle, as an attacker would write it

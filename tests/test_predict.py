@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conversion.streaming import TorchStreamRunner
+from tests.conftest import training_checkpoint
 from torch_tsm.model import load_model
 from torch_tsm.predict import annotate, main
 from torch_tsm.streaming import StreamingTSM
@@ -123,15 +124,9 @@ def test_streaming_tflite_model_in_clip_mode(video, streaming_converted, capsys)
     assert signs_in_order(result["events"]) == SIGNS
 
 
-def bidirectional_checkpoint(model, path: Path) -> Path:
-    # The layout torch_tsm.train writes, for a small untrained model.
-    config = {"labels": [str(i) for i in range(5)], "num_segments": 4, "width_mult": 0.35, "shift": "bidirectional", "image_size": 32}
-    torch.save({"hyper_parameters": config, "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
-    return path
-
-
 def test_stream_mode_refuses_a_bidirectional_model(video, small_model, tmp_path):
-    checkpoint = bidirectional_checkpoint(small_model, tmp_path / "bidirectional.ckpt")
+    checkpoint = tmp_path / "bidirectional.ckpt"
+    torch.save(training_checkpoint(small_model), checkpoint)
     with pytest.raises(SystemExit, match="shift='causal'"):
         main([str(video), "--model", str(checkpoint), "--mode", "stream"])
 

@@ -9,7 +9,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 import tf_reference
 from conversion.parity import FLOAT_MAX_ABS_NORMALIZED
-from tests.conftest import smooth_clips, with_real_batchnorm_statistics
+from tests.conftest import smooth_clips, training_checkpoint, with_real_batchnorm_statistics
 from tf_reference.model import TemporalShift
 from torch_tsm.model import build_model as build_torch_model
 from torch_tsm.shift import temporal_shift
@@ -132,21 +132,9 @@ def test_one_training_step_flows_through_the_shift():
         assert not np.array_equal(keras_model.get_layer(name).kernel.numpy(), kernel), f"{name} did not train"
 
 
-def _checkpoint(model, image_size=32):
-    # the layout torch_tsm.train writes, as in tests/test_model.py
-    config = {
-        "labels": [str(i) for i in range(model.num_classes)],
-        "num_segments": model.num_segments,
-        "width_mult": model.width_mult,
-        "shift": model.shift,
-        "image_size": image_size,
-    }
-    return {"hyper_parameters": config, "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}
-
-
 def test_checkpoint_round_trip(tmp_path, pair):
     torch_model, _ = pair
-    torch.save(_checkpoint(torch_model), tmp_path / "model.ckpt")
+    torch.save(training_checkpoint(torch_model), tmp_path / "model.ckpt")
     clips = smooth_clips(2, 4, 32, seed=7)
     keras_model = tf_reference.from_torch_checkpoint(tmp_path / "model.ckpt")
     logits = keras_model(_nhwc(clips), training=False).numpy()
@@ -163,7 +151,7 @@ def test_mismatched_weights_raise_and_assign_nothing(tmp_path, pair):
     untouched = {variable.path: variable.numpy() for variable in keras_model.weights}
 
     wider = build_torch_model(5, 4, width_mult=0.5)
-    torch.save(_checkpoint(wider), tmp_path / "wider.ckpt")
+    torch.save(training_checkpoint(wider), tmp_path / "wider.ckpt")
     with pytest.raises(ValueError, match=r"layer features\.[\w.]+: torch .* of shape"):
         tf_reference.load_torch_checkpoint(keras_model, tmp_path / "wider.ckpt")
     with pytest.raises(ValueError, match=r"layer classifier\.1: .*shape"):
@@ -174,7 +162,7 @@ def test_mismatched_weights_raise_and_assign_nothing(tmp_path, pair):
     with pytest.raises(ValueError, match=r"no Keras layer: \['features\.3\.extra'\]"):
         tf_reference.load_torch_state_dict(keras_model, {**state, "features.3.extra": torch.zeros(1)})
 
-    torch.save(_checkpoint(build_torch_model(5, 4, width_mult=0.35, shift="causal")), tmp_path / "causal.ckpt")
+    torch.save(training_checkpoint(build_torch_model(5, 4, width_mult=0.35, shift="causal")), tmp_path / "causal.ckpt")
     with pytest.raises(ValueError, match=r"layer features\.3\.shift: shift 'bidirectional'.*'causal'"):
         tf_reference.load_torch_checkpoint(keras_model, tmp_path / "causal.ckpt")
     for variable in keras_model.weights:

@@ -25,12 +25,12 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from bench.common import WORK, Report, Row, Settings, alternate_times, load_average, markdown_table, run_alone
 from bench.models import benchmark_models, keras_applications_model, spec, synthetic_data
-from conversion.clips import load_clips
 from conversion.inspect import inspect_tflite
-from conversion.runtimes import quantize
 from conversion.tflite import keras_converter, to_uint8_tflite
+from runtime.clip import quantize
 from tf_reference import from_torch_model
 from tf_reference.model import IMAGENET_MEAN, IMAGENET_STD, STEM, MeanOverFrames, MeanPadding
+from torch_tsm.clips import load_clips
 from torch_tsm.model import build_model, load_model
 
 import keras  # noqa: E402  (after torch: see conversion/__init__.py)

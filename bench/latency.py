@@ -16,9 +16,9 @@ from ai_edge_litert.interpreter import Interpreter
 
 from bench.common import Report, Settings, alternate_times, markdown_table, ratio_row, run_alone
 from bench.models import benchmark_models, keras_applications_input, keras_applications_model, spec, synthetic_data
-from conversion.clips import load_clips
 from conversion.inspect import inspect_tflite
-from conversion.runtimes import quantize
+from runtime.clip import quantize
+from torch_tsm.clips import load_clips
 
 # The ops the shift adds around each shifted block (slices, zero padding of one frame, concatenation)
 SHIFT_OPS = ("STRIDED_SLICE", "PAD", "CONCATENATION", "SPLIT", "SLICE", "GATHER", "TRANSPOSE", "RESHAPE")

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from bench.common import WORK, Settings
-from conversion.clips import data_module, load_clips
 from conversion.to_tflite import convert
+from torch_tsm.clips import data_module, load_clips
 from torch_tsm.datamodule import ClipDataModule
 from torch_tsm.model import MobileNetV2TSM, build_model, load_model
 

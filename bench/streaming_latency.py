@@ -18,9 +18,11 @@ import numpy as np
 from bench.common import Report, Settings, WORK, alternate_medians, ratio_row, run_alone
 from bench.latency import keras_applications_call, tflite_call
 from bench.models import ModelSpec, benchmark_models, converted_model, spec, synthetic_data, write_checkpoint
-from conversion.clips import load_clips
 from conversion.inspect import inspect_tflite
-from conversion.streaming import STREAMING_FILES, StreamingTFLiteRunner, convert_streaming, tflite_stage
+from conversion.parity import STREAMING_FILES, tflite_stage
+from conversion.streaming import convert_streaming
+from runtime.stream import StreamingTFLiteRunner
+from torch_tsm.clips import load_clips
 from torch_tsm.model import load_model
 
 

@@ -39,6 +39,16 @@ ROUTE_FILES = {  # route id -> file in a converted model folder
     "keras-tflite-f32": "model_keras_float32.tflite",
     "keras-tflite-u8": "model_keras_uint8.tflite",
 }
+STREAMING_FILES = {  # conversion route -> {route id: file} of the streaming models (conversion.streaming)
+    "onnx": {"stream-onnx": "model_streaming.onnx", "stream-f32": "model_streaming_float32.tflite", "stream-u8": "model_streaming_uint8.tflite"},
+    "keras": {"stream-keras-f32": "model_keras_streaming_float32.tflite", "stream-keras-u8": "model_keras_streaming_uint8.tflite"},
+}
+
+
+def tflite_stage(route: str, precision: str) -> str:
+    """The route id of a conversion route's "f32" or "u8" streaming TFLite model (its key in STREAMING_FILES[route])."""
+    (stage,) = [stage for stage in STREAMING_FILES[route] if stage.endswith(precision)]
+    return stage
 
 
 @dataclass
@@ -148,17 +158,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--camera-changes", action=argparse.BooleanOptionalAction, default=True, help="also the uint8 models on the held-out clips under each camera change (torch_tsm.camera)")
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    setup(args.verbose, tensorflow=True)  # before the imports below load TensorFlow (conversion.streaming)
+    setup(args.verbose, tensorflow=True)  # before the runners below load TensorFlow
     with user_errors(args.verbose):
         return check_model_dir(args.model_dir, args.clips, args.camera_changes)
 
 
 def check_model_dir(model_dir: Path, clips_count: int, camera_changes: bool = True) -> int:
     """The parity table of every converted model in a model folder, stored in its card; the exit status."""
-    from conversion.clips import held_out_clips, read_card
-    from conversion.runtimes import TorchRunner, load_runner
-    from conversion.streaming import STREAMING_FILES, load_stream_runner
+    from runtime.clip import KerasRunner, TorchRunner, load_runner
+    from runtime.stream import load_stream_runner
     from torch_tsm.camera import CAMERA_CHANGES
+    from torch_tsm.clips import held_out_clips, read_card
     from torch_tsm.model import load_model
 
     card = read_card(model_dir)
@@ -172,7 +182,6 @@ def check_model_dir(model_dir: Path, clips_count: int, camera_changes: bool = Tr
                 with reading(model_dir / name, "streaming model"):
                     runners[route] = load_stream_runner(model_dir / name)
     if any(route.startswith("keras") for route in runners):
-        from conversion.runtimes import KerasRunner
         from tf_reference import from_torch_model
 
         runners["keras"] = KerasRunner(from_torch_model(model, image_size=model.image_size))

@@ -34,10 +34,11 @@ import torch
 from conversion.errors import ConversionError
 from conversion.export_onnx import OPSET, check_and_simplify, unfolded_slices_unreported
 from conversion.inspect import inspect_tflite
-from conversion.clips import update_card
-from conversion.parity import FLOAT_MAX_ABS_NORMALIZED, StageChecker, random_pixel_clips, table
-from conversion.runtimes import TorchRunner, dequantize, quantize
+from conversion.parity import FLOAT_MAX_ABS_NORMALIZED, STREAMING_FILES, StageChecker, random_pixel_clips, table, tflite_stage
+from runtime.clip import TorchRunner
+from runtime.stream import OnnxStreamRunner, StreamingTFLiteRunner, TFStreamRunner, TorchStreamRunner, input_names, output_names
 from tf_reference import streaming_from_torch_model
+from torch_tsm.clips import update_card
 from torch_tsm.labels import write_labels
 from torch_tsm.model import MobileNetV2TSM
 from torch_tsm.streaming import StreamingTSM
@@ -50,181 +51,7 @@ from tensorflow.lite.tools import flatbuffer_utils  # noqa: E402
 from conversion.onnx_to_tf import onnx_to_saved_model  # noqa: E402
 from conversion.tflite import function_converter  # noqa: E402
 
-STREAMING_FILES = {  # conversion route -> {parity route: file}
-    "onnx": {"stream-onnx": "model_streaming.onnx", "stream-f32": "model_streaming_float32.tflite", "stream-u8": "model_streaming_uint8.tflite"},
-    "keras": {"stream-keras-f32": "model_keras_streaming_float32.tflite", "stream-keras-u8": "model_keras_streaming_uint8.tflite"},
-}
 CLIPS_PER_CALIBRATION_STREAM = 4  # calibration streams start from zeros, then carry buffers across clips
-
-
-def tflite_stage(route: str, precision: str) -> str:
-    """The parity route of a conversion route's "f32" or "u8" streaming TFLite model (its key in STREAMING_FILES[route])."""
-    (stage,) = [stage for stage in STREAMING_FILES[route] if stage.endswith(precision)]
-    return stage
-
-
-def input_names(num_buffers: int) -> list[str]:
-    return ["frame", *(f"buffer_{i}" for i in range(num_buffers))]
-
-
-def output_names(num_buffers: int) -> list[str]:
-    return ["logits", *(f"new_buffer_{i}" for i in range(num_buffers))]
-
-
-# --- runners: one frame at a time, and the clip interface parity.py measures -----------------------
-
-
-class StreamRunner:
-    """A streaming model in some runtime. `run_stream` gives per-frame logits; called on clips, it plays
-    each clip from zero buffers and averages its per-frame logits, which is what the clip model computes."""
-
-    image_size: int
-
-    def zero_buffers(self) -> list[np.ndarray]:
-        raise NotImplementedError
-
-    def step(self, frame: np.ndarray, buffers: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        # (H, W, 3) uint8, buffers -> (K,) float logits, new buffers
-        raise NotImplementedError
-
-    def run_stream(self, frames: Iterable[np.ndarray]) -> np.ndarray:
-        # L x (H, W, 3) uint8 -> (L, K) per-frame logits, from zero buffers
-        buffers, logits = self.zero_buffers(), []
-        for frame in frames:
-            if frame.shape != (self.image_size, self.image_size, 3):
-                raise ValueError(f"{type(self).__name__} takes frames of (H, W, 3) = {(self.image_size,) * 2 + (3,)}; got {frame.shape}")
-            frame_logits, buffers = self.step(frame, buffers)
-            logits.append(frame_logits)
-        return np.stack(logits)
-
-    def __call__(self, clips: np.ndarray) -> np.ndarray:
-        # (N, T, H, W, 3) uint8 -> (N, K)
-        return np.stack([self.run_stream(clip).mean(axis=0) for clip in clips])
-
-
-class TorchStreamRunner(StreamRunner):
-    def __init__(self, model: StreamingTSM, image_size: int) -> None:
-        self.model = model.eval()
-        self.image_size = image_size
-
-    def zero_buffers(self) -> list[np.ndarray]:
-        return [buffer.numpy() for buffer in self.model.zero_buffers(self.image_size)]
-
-    @torch.no_grad()
-    def step(self, frame: np.ndarray, buffers: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        pixels = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
-        logits, *new = self.model(pixels, *(torch.from_numpy(b) for b in buffers))
-        return logits[0].numpy(), [b.numpy() for b in new]
-
-    @torch.no_grad()
-    def __call__(self, clips: np.ndarray, chunk: int = 32) -> np.ndarray:
-        # (N, T, H, W, 3) uint8 -> (N, K): as StreamRunner, with `chunk` clips played side by side as a
-        # batch of streams (PyTorch's streaming model takes any batch; a frame at a time is 10x slower)
-        results = []
-        for start in range(0, len(clips), chunk):
-            pixels = torch.from_numpy(np.ascontiguousarray(clips[start : start + chunk])).permute(0, 1, 4, 2, 3).float()  # (n, T, 3, H, W)
-            buffers = [zeros.expand(len(pixels), *zeros.shape[1:]) for zeros in self.model.zero_buffers(self.image_size)]
-            frame_logits = []
-            for t in range(pixels.shape[1]):
-                logits, *buffers = self.model(pixels[:, t], *buffers)
-                frame_logits.append(logits)
-            results.append(torch.stack(frame_logits, 1).mean(1))
-        return torch.cat(results).numpy()
-
-
-class OnnxStreamRunner(StreamRunner):
-    def __init__(self, path: Path, threads: int = 2) -> None:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        inputs = self.session.get_inputs()
-        self.names = [i.name for i in inputs]
-        self.buffer_shapes = [tuple(i.shape) for i in inputs[1:]]
-        self.image_size = inputs[0].shape[2]  # frame (1, 3, H, W)
-        self.labels_count = self.session.get_outputs()[0].shape[-1]  # logits (1, K)
-
-    def zero_buffers(self) -> list[np.ndarray]:
-        return [np.zeros(shape, np.float32) for shape in self.buffer_shapes]
-
-    def step(self, frame: np.ndarray, buffers: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        pixels = np.ascontiguousarray(frame.transpose(2, 0, 1)[None], dtype=np.float32)
-        logits, *new = self.session.run(None, dict(zip(self.names, [pixels, *buffers])))
-        return logits[0], new
-
-
-class TFStreamRunner(StreamRunner):
-    """A TensorFlow step function with the interface of the TFLite models (NHWC buffers): the onnx2tf
-    SavedModel (saved_model_step) or the Keras twin (keras_step)."""
-
-    def __init__(self, function) -> None:
-        self.function = function
-        specs = self.function.structured_input_signature[0]
-        self.buffer_shapes = [tuple(spec.shape) for spec in specs[1:]]
-        self.image_size = specs[0].shape[1]
-
-    def zero_buffers(self) -> list[np.ndarray]:
-        return [np.zeros(shape, np.float32) for shape in self.buffer_shapes]
-
-    def step(self, frame: np.ndarray, buffers: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        outputs = self.function(tf.constant(frame[None], tf.float32), *(tf.constant(b) for b in buffers))
-        return outputs["logits"].numpy()[0], [outputs[f"new_buffer_{i}"].numpy() for i in range(len(buffers))]
-
-
-class StreamingTFLiteRunner(StreamRunner):
-    """A streaming TFLite model, float32 or uint8, called through its signature by name.
-
-    Buffers are kept in the model's own type: uint8 outputs go back in as they are (the model gives
-    each buffer the same quantization on both sides), so a long stream accumulates no rounding.
-    """
-
-    def __init__(self, path: Path, threads: int = 2) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
-        self.runner = self.interpreter.get_signature_runner()
-        self.inputs = self.runner.get_input_details()
-        self.outputs = self.runner.get_output_details()
-        if "frame" not in self.inputs or "logits" not in self.outputs:
-            raise ValueError(f"{path} is not a streaming model (its signature has no 'frame' input and 'logits' output)")
-        self.num_buffers = len(self.inputs) - 1
-        self.image_size = int(self.inputs["frame"]["shape"][1])
-        self.labels_count = int(self.outputs["logits"]["shape"][-1])
-
-    def zero_buffers(self) -> list[np.ndarray]:
-        # The quantized zero of each buffer: its zero point (zero is exactly representable).
-        return [quantize(np.zeros(self.inputs[f"buffer_{i}"]["shape"], np.float32), self.inputs[f"buffer_{i}"]) for i in range(self.num_buffers)]
-
-    def step(self, frame: np.ndarray, buffers: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        feed = {f"buffer_{i}": buffer for i, buffer in enumerate(buffers)}
-        outputs = self.runner(frame=quantize(frame[None], self.inputs["frame"]), **feed)
-        logits = dequantize(outputs["logits"], self.outputs["logits"])[0]
-        return logits, [outputs[f"new_buffer_{i}"] for i in range(self.num_buffers)]
-
-
-def load_stream_runner(path: Path) -> StreamRunner:
-    """The runner for a streaming model file: .onnx or .tflite."""
-    return OnnxStreamRunner(path) if path.suffix == ".onnx" else StreamingTFLiteRunner(path)
-
-
-def is_streaming_onnx(path: Path) -> bool:
-    """Whether an .onnx file is a streaming model (a `frame` input beside buffers) rather than a clip model."""
-    import onnx
-
-    names = [tensor.name for tensor in onnx.load(str(path), load_external_data=False).graph.input]
-    return "frame" in names and len(names) > 1
-
-
-def is_streaming_tflite(path: Path) -> bool:
-    """Whether a .tflite file is a streaming model (a `frame` input beside buffers) rather than a clip model."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    signatures = Interpreter(model_path=str(path)).get_signature_list()
-    return any("frame" in signature["inputs"] and len(signature["inputs"]) > 1 for signature in signatures.values())
-
-
-# --- export --------------------------------------------------------------------------------------
 
 
 def export_streaming_onnx(streaming: StreamingTSM, path: Path, image_size: int) -> None:

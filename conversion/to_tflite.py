@@ -31,17 +31,17 @@ from pathlib import Path
 
 import numpy as np
 
-from conversion.clips import data_module, load_clips, update_card
 from conversion.errors import ConversionError
 from conversion.export_onnx import export_onnx
 from conversion.inspect import inspect_tflite
 from conversion.onnx_to_tf import onnx_to_saved_model
 from conversion.parity import HELD_OUT, ROUTE_FILES, UINT8_MIN_CLIPS, StageChecker, random_pixel_clips, table
-from conversion.runtimes import KerasRunner, OnnxRunner, SavedModelRunner, TFLiteRunner, TorchRunner
 from conversion.streaming import convert_streaming
 from conversion.tflite import ConverterSource, keras_converter, saved_model_converter, to_float32_tflite, to_uint8_tflite
+from runtime.clip import KerasRunner, OnnxRunner, SavedModelRunner, TFLiteRunner, TorchRunner
 from tf_reference import from_torch_model
 from torch_tsm.cli import add_verbose_flag, run, setup, summary
+from torch_tsm.clips import data_module, load_clips, update_card
 from torch_tsm.errors import UserError, reading, room_to_write
 from torch_tsm.labels import write_labels
 from torch_tsm.model import MobileNetV2TSM, load_model
@@ -259,9 +259,9 @@ def conversion_summary(output: Path, figures: dict, streaming: bool = False) -> 
         verdict += f"; uint8 agrees with PyTorch on {held_out['top1_agree']:.1%} of {held_out['clips']} held-out clips"
     rows.append(("parity", verdict))
     if streaming:
-        rows.append(("next", f"python -m torch_tsm.predict VIDEO.mp4 --model {Path(output) / files[u8]}"))
+        rows.append(("next", f"python -m runtime.predict VIDEO.mp4 --model {Path(output) / files[u8]}"))
     else:
-        rows.append(("next", f"python -m torch_tsm.evaluate --model {Path(output) / files[u8]}"))
+        rows.append(("next", f"python -m runtime.evaluate --model {Path(output) / files[u8]}"))
     return summary("converted", rows)
 
 

@@ -191,7 +191,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
 def command(name: str) -> Callable:
     from importlib import import_module
 
-    module = {"train": "torch_tsm.train", "evaluate": "torch_tsm.evaluate", "predict": "torch_tsm.predict", "prepare": "torch_tsm.prepare",
+    module = {"train": "torch_tsm.train", "evaluate": "runtime.evaluate", "predict": "runtime.predict", "prepare": "torch_tsm.prepare",
               "to_tflite": "conversion.to_tflite", "inspect": "conversion.inspect", "parity": "conversion.parity"}[name]
     return import_module(module).main
 
@@ -288,7 +288,7 @@ def test_no_camera_is_one_line_from_opencv_too(files, capfd):
 
 @pytest.mark.parametrize("module, arguments", [
     ("conversion.inspect", "{tflite_trunc}"),  # the first row of issue 15
-    ("torch_tsm.predict", "{text_mp4} --model {ckpt}"),  # FFmpeg's own "moov atom not found" came first
+    ("runtime.predict", "{text_mp4} --model {ckpt}"),  # FFmpeg's own "moov atom not found" came first
 ])
 def test_a_real_process_prints_one_line(module, arguments, files):
     """End to end: nothing but the one line on stderr (no native library's log), exit 2."""
@@ -485,7 +485,7 @@ def rss_bytes() -> int:
 
 def test_a_long_stream_runs_in_flat_memory(files, tmp_path, capsys):
     """10,000 frames of 64 px (123 MB if kept) through predict: memory after 1,000 and after 10,000 frames."""
-    from torch_tsm.predict import main
+    from runtime.predict import main
 
     video = write_video(tmp_path / "long.avi", marked_frames(10_000, 64, 64), "MJPG", fps=30)
     argv = [str(video), "--model", str(files["tflite"]), "--frame-step", "1", "--stride", "4", "--json"]
@@ -502,7 +502,7 @@ def test_a_variable_frame_rate_video_is_timed_by_its_timestamps(tmp_path):
     av = pytest.importorskip("av")  # PyAV (the bench extra, which make test installs) writes the timestamps
     from fractions import Fraction
 
-    from torch_tsm.predict import open_source, read_frames
+    from runtime.predict import open_source, read_frames
 
     times = [0.0, 0.1, 0.2, 0.9, 1.0, 1.1, 2.5, 2.6]  # two pauses: about 3 fps on average, 10 fps at most
     with av.open(str(tmp_path / "vfr.mp4"), "w") as container:
@@ -520,7 +520,7 @@ def test_a_variable_frame_rate_video_is_timed_by_its_timestamps(tmp_path):
 
 
 def test_a_stream_that_stops_mid_way_ends_cleanly(files, tmp_path, capsys):
-    from torch_tsm.predict import main
+    from runtime.predict import main
 
     full = write_video(tmp_path / "full.avi", marked_frames(60), "MJPG")
     result = main([str(truncated(tmp_path / "cut.avi", full)), "--model", str(files["tflite"]), "--json"])
@@ -533,11 +533,11 @@ FUZZ = r"""
 import json, sys
 from pathlib import Path
 import numpy as np
+from conversion.inspect import inspect_tflite
+from runtime.clip import load_runner
+from torch_tsm.datasets import read_frame_folders
 from torch_tsm.errors import UserError
 from torch_tsm.frames import probe_frame_count, read_image, read_video_frames
-from conversion.runtimes import load_runner
-from conversion.inspect import inspect_tflite
-from torch_tsm.datasets import read_frame_folders
 
 def annotations(path):
     return read_frame_folders(path.parent, "val")

@@ -12,17 +12,17 @@ import pytest
 import torch
 
 from conversion import parity
-from conversion.clips import held_out_clips, read_card
 from conversion.errors import ConversionError
 from conversion.export_onnx import export_onnx
 from conversion.inspect import inspect_tflite
 from conversion.inspect import main as inspect_main
 from conversion.onnx_to_tf import onnx_to_saved_model
-from conversion.runtimes import TFLiteRunner
 from conversion.tflite import keras_converter, to_uint8_tflite
 from conversion.to_tflite import main as to_tflite_main
+from runtime.clip import TFLiteRunner
 from tests.conftest import snapshot
 from tf_reference import from_torch_model
+from torch_tsm.clips import held_out_clips, read_card
 from torch_tsm.model import MobileNetV2TSM, load_model
 from torch_tsm.synthetic import SYNTHETIC_LABELS
 

@@ -1,4 +1,4 @@
-"""python -m torch_tsm.evaluate on the trained demo-size model, its uint8 TFLite twin and a copy whose
+"""python -m runtime.evaluate on the trained demo-size model, its uint8 TFLite twin and a copy whose
 move_right/move_left outputs are swapped, checked against figures computed here from the runners' logits."""
 
 import json
@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from conversion.clips import data_module, load_clips, read_card
-from conversion.runtimes import TFLiteRunner, TorchRunner
-from torch_tsm.evaluate import CONFUSION_DPI, confusion_figure_size, main, plot_confusion_matrix
+from runtime.clip import TFLiteRunner, TorchRunner
+from runtime.evaluate import CONFUSION_DPI, confusion_figure_size, main, plot_confusion_matrix
+from torch_tsm.clips import data_module, load_clips, read_card
 from torch_tsm.labels import BUKVA_LABELS
 from torch_tsm.model import load_model
 from torch_tsm.synthetic import DIRECTION_PAIRS, SYNTHETIC_LABELS
@@ -54,7 +54,7 @@ def compared(models, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(trained_run, converted):
-    """Every validation clip and both runners' logits, computed without torch_tsm.evaluate."""
+    """Every validation clip and both runners' logits, computed without runtime.evaluate."""
     card = read_card(trained_run)
     clips, labels = load_clips(data_module(card["config"]), "val", 10**6)
     torch_logits = TorchRunner(load_model(trained_run / CHECKPOINT))(clips)

@@ -23,8 +23,8 @@ PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["
 COMMANDS = {  # console script -> the module that python -m runs
     "tsm-train": "torch_tsm.train",
     "tsm-prepare": "torch_tsm.prepare",
-    "tsm-evaluate": "torch_tsm.evaluate",
-    "tsm-predict": "torch_tsm.predict",
+    "tsm-evaluate": "runtime.evaluate",
+    "tsm-predict": "runtime.predict",
     "tsm-convert": "conversion.to_tflite",
     "tsm-inspect": "conversion.inspect",
     "tsm-parity": "conversion.parity",
@@ -47,10 +47,10 @@ def test_every_console_script_runs_its_module():
         assert importlib.util.find_spec(COMMANDS[script]) is not None
 
 
-@pytest.mark.parametrize("module", ["torch_tsm.train", "torch_tsm.evaluate", "torch_tsm.predict"])
+@pytest.mark.parametrize("module", ["torch_tsm.train", "runtime.evaluate", "runtime.predict"])
 def test_entry_points_take_verbose(module):
     parse_args = importlib.import_module(module).parse_args
-    required = {"torch_tsm.train": [], "torch_tsm.evaluate": ["--model", "m.tflite"], "torch_tsm.predict": ["v.mp4", "--model", "m.tflite"]}[module]
+    required = {"torch_tsm.train": [], "runtime.evaluate": ["--model", "m.tflite"], "runtime.predict": ["v.mp4", "--model", "m.tflite"]}[module]
     assert parse_args([*required, "--verbose"]).verbose is True
     assert parse_args(required).verbose is False
 

@@ -13,15 +13,16 @@ import pytest
 import torch
 
 from conversion import parity
-from conversion.clips import class_balanced_picks, data_module, held_out_clips, load_clips, read_card
 from conversion.errors import ConversionError
-from conversion.runtimes import KerasRunner, TFLiteRunner, TorchRunner, load_runner
-from conversion.streaming import STREAMING_FILES, StreamingTFLiteRunner, load_stream_runner
+from conversion.parity import STREAMING_FILES
 from conversion.tflite import to_float32_tflite
 from conversion.to_tflite import _onnx_route, convert
+from runtime.clip import KerasRunner, TFLiteRunner, TorchRunner, load_runner
+from runtime.stream import StreamingTFLiteRunner, load_stream_runner
 from tests.conftest import smooth_clips, with_real_batchnorm_statistics
 from tf_reference import from_torch_model
 from torch_tsm.camera import CAMERA_CHANGES
+from torch_tsm.clips import class_balanced_picks, data_module, held_out_clips, load_clips, read_card
 from torch_tsm.frames import FrameTransform
 from torch_tsm.model import build_model, load_model
 

@@ -1,4 +1,4 @@
-"""python -m torch_tsm.predict on a generated video of known signs, with every kind of model file."""
+"""python -m runtime.predict on a generated video of known signs, with every kind of model file."""
 
 import json
 import re
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from conversion.streaming import TorchStreamRunner
+from runtime.predict import annotate, main
+from runtime.stream import TorchStreamRunner
 from tests.conftest import training_checkpoint
 from torch_tsm.model import load_model
-from torch_tsm.predict import annotate, main
 from torch_tsm.streaming import StreamingTSM
 from torch_tsm.synthetic import render_video
 

@@ -10,14 +10,16 @@ import pytest
 import torch
 
 from conversion import parity
-from conversion.clips import held_out_clips, read_card
 from conversion.errors import ConversionError
 from conversion.inspect import inspect_tflite
-from conversion.runtimes import TorchRunner
-from conversion.streaming import STREAMING_FILES, StreamingTFLiteRunner, TorchStreamRunner, convert_streaming, is_streaming_onnx, is_streaming_tflite, tflite_stage
+from conversion.parity import STREAMING_FILES, tflite_stage
+from conversion.streaming import convert_streaming
+from runtime.clip import TorchRunner
+from runtime.stream import StreamingTFLiteRunner, TorchStreamRunner, is_streaming_onnx, is_streaming_tflite
+from tests.conftest import smooth_clips, snapshot, with_real_batchnorm_statistics
+from torch_tsm.clips import held_out_clips, read_card
 from torch_tsm.model import MobileNetV2TSM, build_model, load_model
 from torch_tsm.streaming import Stream, StreamingTSM
-from tests.conftest import smooth_clips, snapshot, with_real_batchnorm_statistics
 
 pytestmark = pytest.mark.parity  # the stream routes of the parity contract
 

@@ -242,8 +242,8 @@ def _command(module: str, tensorflow: bool = False) -> Callable[[], int]:
 # The console scripts ([project.scripts] in pyproject.toml): each is `python -m <module>`.
 train = _command("torch_tsm.train")
 prepare_data = _command("torch_tsm.prepare")
-evaluate = _command("torch_tsm.evaluate")
-predict = _command("torch_tsm.predict")
+evaluate = _command("runtime.evaluate")
+predict = _command("runtime.predict")
 to_tflite = _command("conversion.to_tflite", tensorflow=True)
 inspect = _command("conversion.inspect")
 parity = _command("conversion.parity")

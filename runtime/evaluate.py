@@ -1,10 +1,10 @@
-"""python -m torch_tsm.evaluate: a model's figures on a labelled split, in whatever runtime the model file is for.
+"""python -m runtime.evaluate: a model's figures on a labelled split, in whatever runtime the model file is for.
 
 --model takes a training checkpoint, an ONNX file, a SavedModel folder or a .tflite file; the runtime
-is chosen by the file (conversion.runtimes.load_runner) and every runtime is fed the same clips. The
+is chosen by the file (runtime.clip.load_runner) and every runtime is fed the same clips. The
 data defaults to the one in the model_card.json beside the (first) model, so
 
-    python -m torch_tsm.evaluate --model models/RUN/model_uint8.tflite
+    python -m runtime.evaluate --model models/RUN/model_uint8.tflite
 
 works alone. Sampling is deterministic (the middle frame of each segment, no augmentation), so two
 runs give the same numbers. Reports accuracy, top-3, a per-class classification report, the
@@ -32,9 +32,9 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
-from conversion.clips import data_module, read_card  # the conversion package loads torch's compiler before TF
-from conversion.runtimes import Runner, TorchRunner, load_runner
+from runtime.clip import Runner, TorchRunner, load_runner
 from torch_tsm.cli import add_verbose_flag, run, setup, user_errors
+from torch_tsm.clips import data_module, read_card
 from torch_tsm.datamodule import DATA_KINDS, ClipDataModule
 from torch_tsm.datasets import ClipDataset
 from torch_tsm.errors import UserError
@@ -326,7 +326,7 @@ def summary(report: dict) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m torch_tsm.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m runtime.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, action="append", required=True, help="checkpoint, .onnx, SavedModel folder or .tflite; repeat with --compare")
     parser.add_argument("--compare", action="store_true", help="compare the models on the same clips (agreement, disagreements)")
     parser.add_argument("--data", choices=DATA_KINDS, help="default: the data of the model card beside the first model")

@@ -1,8 +1,8 @@
-"""python -m torch_tsm.predict VIDEO --model PATH: the signs recognized in a video or a live camera.
+"""python -m runtime.predict VIDEO --model PATH: the signs recognized in a video or a live camera.
 
-    python -m torch_tsm.predict clip.mp4 --model models/run/best.ckpt
-    python -m torch_tsm.predict clip.mp4 --model models/run/model_streaming_uint8.tflite --output annotated.mp4
-    python -m torch_tsm.predict --camera 0 --model models/run/model_streaming_uint8.tflite
+    python -m runtime.predict clip.mp4 --model models/run/best.ckpt
+    python -m runtime.predict clip.mp4 --model models/run/model_streaming_uint8.tflite --output annotated.mp4
+    python -m runtime.predict --camera 0 --model models/run/model_streaming_uint8.tflite
 
 Every decoded frame is preprocessed exactly as in training (letterbox to the model's size); every
 --frame-step-th frame goes to the model, as the Bukva demo keeps every 2nd frame of a camera.
@@ -76,7 +76,7 @@ class StreamPredictor:
     """A streaming model, one frame at a time; the prediction is the mean of the last `smooth` frame logits."""
 
     def __init__(self, runner, smooth: int) -> None:
-        self.runner = runner  # a conversion.streaming.StreamRunner
+        self.runner = runner  # a runtime.stream.StreamRunner
         self.buffers = runner.zero_buffers()
         self.recent: deque[np.ndarray] = deque(maxlen=smooth)
 
@@ -89,8 +89,8 @@ class StreamPredictor:
 
 def load(path: Path, mode: str | None, stride: int, smooth: int) -> LoadedModel:
     """The predictor for any model file; `mode` None: stream for a streaming TFLite model, else clip."""
-    from conversion.runtimes import TorchRunner, load_runner
-    from conversion.streaming import TorchStreamRunner, is_streaming_onnx, is_streaming_tflite, load_stream_runner
+    from runtime.clip import TorchRunner, load_runner
+    from runtime.stream import TorchStreamRunner, is_streaming_onnx, is_streaming_tflite, load_stream_runner
     from torch_tsm.model import load_model
     from torch_tsm.streaming import StreamingTSM
 
@@ -130,12 +130,13 @@ def _check_clip_input(path: Path) -> None:
     """A clip TFLite model must take (1, T, S, S, 3); anything else would be fed wrong pixels."""
     if path.suffix.lower() != ".tflite":
         return
-    from conversion.inspect import inspect_tflite
+    from ai_edge_litert.interpreter import Interpreter
 
-    inputs = inspect_tflite(path).inputs
-    shape = inputs[0].shape if len(inputs) == 1 else None
+    with reading(path, "TFLite model"):
+        inputs = Interpreter(model_path=str(path)).get_input_details()
+    shape = list(inputs[0]["shape"]) if len(inputs) == 1 else None
     if shape is None or len(shape) != 5 or shape[0] != 1 or shape[2] != shape[3] or shape[4] != 3:
-        found = ", ".join(f"{t.name} {list(t.shape)}" for t in inputs)
+        found = ", ".join(f"{tensor['name']} {list(tensor['shape'])}" for tensor in inputs)
         raise PredictError(f"{path}: its input ({found}) does not fit: expected a clip (1, T, S, S, 3) or a streaming model (frame + buffers)")
 
 
@@ -354,7 +355,7 @@ def print_result(result: Result) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m torch_tsm.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m runtime.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("video", type=Path, nargs="?", help="a video file (or use --camera)")
     parser.add_argument("--camera", type=int, help="run live on camera N instead of a video")
     parser.add_argument("--model", type=Path, required=True, help="checkpoint, SavedModel folder, clip or streaming .onnx / .tflite")
@@ -379,7 +380,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> Result:
     args = parse_args(argv)
-    setup(args.verbose, tensorflow=True)  # load() imports conversion.streaming, which loads TensorFlow
+    setup(args.verbose, tensorflow=True)  # a SavedModel or a Keras runner loads TensorFlow: quietly, here
     with user_errors(args.verbose):
         result = run(args)
     if args.json:

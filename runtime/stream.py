@@ -112,7 +112,7 @@ class OnnxStreamRunner(StreamRunner):
 
 class TFStreamRunner(StreamRunner):
     """A TensorFlow step function with the interface of the TFLite models (NHWC buffers): the onnx2tf
-    SavedModel (saved_model_step) or the Keras twin (keras_step)."""
+    SavedModel or the Keras twin, as conversion.streaming's saved_model_step and keras_step wrap them."""
 
     def __init__(self, function) -> None:
         self.function = function

@@ -80,13 +80,17 @@ def measure(settings: Settings) -> Report:
     extra = {name: ops[name] - plain_ops.get(name, 0) for name in ops if ops[name] > plain_ops.get(name, 0)}
     if rows[0].met is False:
         rows[0].why = f"The streaming graph adds {', '.join(f'{n} {name}' for name, n in sorted(extra.items()))} over the plain one: buffer slicing, concatenation and (de)quantization at the 21 inputs and outputs."
-    for row, path in ((rows[3], stream_path), (rows[4], keras_path)):
+    backbone = seconds["single"] / seconds["keras.applications"]
+    for row, path, name in ((rows[3], stream_path, "stream"), (rows[4], keras_path, "keras")):
         if row.met is False:
             row.why = (
                 "Its graph still normalizes the frame with a SUB and a MUL, 3 values broadcast over the last axis, which the "
                 "clip graphs no longer do (row 13, python -m bench.graph_bisect, measures what that costs)."
                 if inspect_tflite(path).ops["SUB"] else
-                "No normalization left in its graph: what remains is the shift's buffers (row 11a) and the 21 quantized inputs and outputs."
+                f"The ratio is our plain MobileNetV2's single frame against keras.applications' ({backbone:.2f}) times the "
+                f"streaming graph against that plain frame ({seconds[name] / seconds['single']:.2f}): the ops the streaming graph "
+                f"adds ({', '.join(f'{n} {op}' for op, n in sorted(extra.items()))}) at one frame's size, where each op's fixed "
+                f"cost weighs more than in an 8-frame clip (row 1)."
             )
     details = [
         f"Streaming uint8 model: {stream_path.stat().st_size / 1e6:.2f} MB, ops {dict(ops.most_common())}; converted in {conversion_seconds:.0f} s. "

@@ -6,7 +6,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -28,7 +28,8 @@ class Settings:
 
     @property
     def flag(self) -> str:
-        return " --quick" if self.quick else ""
+        runs = f" --runs {self.runs}" if self.runs != settings(self.quick).runs else ""
+        return (" --quick" if self.quick else "") + runs
 
     @property
     def label(self) -> str:
@@ -124,10 +125,13 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def run_alone(prog: str, description: str, measure: Callable[["Settings"], Report], argv: list[str] | None) -> Report:
-    """The command line of one benchmark module run on its own: `python -m bench.NAME [--quick]`."""
+    """The command line of one benchmark module run on its own: `python -m bench.NAME [--quick] [--runs N]`."""
     parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="64 px, width 0.5, fewer runs: a smoke test")
-    report = measure(settings(parser.parse_args(argv).quick))
+    parser.add_argument("--runs", type=int, help="timed runs behind each median (default: 30; --quick: 10): more, for steadier ratios")
+    args = parser.parse_args(argv)
+    chosen = settings(args.quick)
+    report = measure(replace(chosen, runs=args.runs) if args.runs else chosen)
     print(markdown_table(["#", "measure", "figure", "target", "verdict"], [[r.number, r.measure, r.figure, r.target, r.verdict] for r in report.rows]))
     print("\n\n".join(report.details))
     return report

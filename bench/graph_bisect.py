@@ -184,8 +184,8 @@ def measure(settings: Settings) -> Report:
     calibration, _ = load_clips(synthetic_data(spec(settings, "none")), "train", 4)
     clips, _ = load_clips(synthetic_data(spec(settings, "none")), "val", 1)
     files = variant_files(settings, calibration)
+    files[KERAS_APPLICATIONS_AGAIN] = files[KERAS_APPLICATIONS]
     calls = {name: invoke_call(path, clips[0], settings.threads) for name, path in files.items()}
-    calls[KERAS_APPLICATIONS_AGAIN] = invoke_call(files[KERAS_APPLICATIONS], clips[0], settings.threads)
     for name in (KERAS_APPLICATIONS, ONNX_ROUTE):
         calls[name + NO_XNNPACK] = invoke_call(files[name], clips[0], settings.threads, xnnpack=False)
     load_before = load_average()
@@ -195,7 +195,7 @@ def measure(settings: Settings) -> Report:
     reference = ms[KERAS_APPLICATIONS]
 
     def ops(name: str) -> str:
-        counts = inspect_tflite(files[KERAS_APPLICATIONS if name == KERAS_APPLICATIONS_AGAIN else name.removesuffix(NO_XNNPACK)]).ops
+        counts = inspect_tflite(files[name.removesuffix(NO_XNNPACK)]).ops
         return ", ".join(f"{counts[op]} {op}" for op in SHOWN_OPS if counts[op])
 
     table = markdown_table(

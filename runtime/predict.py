@@ -380,7 +380,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> Result:
     args = parse_args(argv)
-    setup(args.verbose, tensorflow=True)  # a SavedModel or a Keras runner loads TensorFlow: quietly, here
+    setup(args.verbose, tensorflow=args.model.is_dir())  # a SavedModel folder loads TensorFlow
     with user_errors(args.verbose):
         result = run(args)
     if args.json:

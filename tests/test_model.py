@@ -34,6 +34,15 @@ def test_local_pretrained_state_dict(tmp_path):
         build_model(num_classes=7, width_mult=1.0, pretrained=tmp_path / "backbone.pt")
 
 
+def test_pretrained_from_a_training_checkpoint_of_ours(tmp_path):
+    # Fine-tuning our own model (e.g. trained small, then at 224 px): the checkpoint's whole network loads,
+    # the classifier too when the classes match.
+    source = build_model(num_classes=7, width_mult=0.35, shift="causal")
+    torch.save(training_checkpoint(source, labels=[f"c{i}" for i in range(7)]), tmp_path / "best.ckpt")
+    model = build_model(num_classes=7, width_mult=0.35, shift="causal", pretrained=tmp_path / "best.ckpt")
+    assert all(torch.equal(value, source.state_dict()[key]) for key, value in model.state_dict().items())
+
+
 def test_gradients_reach_every_parameter(small_model):
     small_model.train()
     loss = small_model(torch.rand(2, 4, 3, 32, 32) * 255).logsumexp(1).sum()

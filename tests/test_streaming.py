@@ -1,6 +1,5 @@
 """The streaming (online TSM) model: PyTorch and TFLite, checked against the causal clip model."""
 
-import copy
 import json
 import shutil
 from pathlib import Path
@@ -18,7 +17,9 @@ from runtime.clip import TorchRunner
 from runtime.stream import StreamingTFLiteRunner, TorchStreamRunner, is_streaming_onnx, is_streaming_tflite
 from tests.conftest import smooth_clips, snapshot, with_real_batchnorm_statistics
 from torch_tsm.clips import held_out_clips, read_card
-from torch_tsm.model import MobileNetV2TSM, build_model, load_model
+from torch_tsm.datamodule import ClipDataModule
+from torch_tsm.metrics import stream_logits
+from torch_tsm.model import build_model, load_model
 from torch_tsm.streaming import Stream, StreamingTSM
 
 pytestmark = pytest.mark.parity  # the stream routes of the parity contract
@@ -29,16 +30,6 @@ LONG_STREAM_CLIPS = 40  # 40 clips x 8 frames: a 320-frame stream (PyTorch runs 
 @pytest.fixture(scope="module")
 def held_out(trained_run) -> tuple[np.ndarray, np.ndarray]:
     return held_out_clips(read_card(trained_run), parity.UINT8_MIN_CLIPS)
-
-
-def long_clip_reference(model: MobileNetV2TSM, frames: np.ndarray) -> np.ndarray:
-    # (L, S, S, 3) uint8 -> (L, K): per-frame logits of the clip model run on the whole stream as ONE
-    # clip of L frames (the shift crosses every frame boundary), which is what streaming computes
-    long = copy.deepcopy(model)
-    for block in long.shifted_blocks():
-        block.num_segments = len(frames)
-    with torch.no_grad():
-        return long.forward_frames(torch.from_numpy(frames).permute(0, 3, 1, 2).float()).numpy()
 
 
 def normalized_max_abs(logits: np.ndarray, reference: np.ndarray) -> float:
@@ -96,10 +87,30 @@ def test_long_stream_equals_the_clip_model_on_the_whole_stream(trained_run, held
     model = load_model(trained_run / "best.ckpt")
     frames = held_out[0][:LONG_STREAM_CLIPS].reshape(-1, model.image_size, model.image_size, 3)
     streamed = TorchStreamRunner(StreamingTSM(model), model.image_size).run_stream(frames)
-    reference = long_clip_reference(model, frames)
+    with torch.no_grad():  # the clip model on the whole stream as ONE clip: the shift crosses every frame boundary
+        reference = model.frame_logits(torch.from_numpy(frames).permute(0, 3, 1, 2)[None].float())[0].numpy()
+    assert all(block.num_segments == model.num_segments == 8 for block in model.shifted_blocks())  # restored after
     assert len(frames) >= 300
     assert normalized_max_abs(streamed, reference) <= parity.FLOAT_MAX_ABS_NORMALIZED
     assert normalized_max_abs(streamed[-50:], reference[-50:]) <= parity.FLOAT_MAX_ABS_NORMALIZED
+
+
+def test_stream_logits_play_the_clips_back_to_back_as_streams():
+    # 7 clips, batches of 3: stream 0 plays clips 0, 3, 6, stream 1 clips 1, 4, stream 2 clips 2, 5.
+    # Against the clip model run on each stream's clips as one long clip.
+    torch.manual_seed(0)
+    model = with_real_batchnorm_statistics(build_model(num_classes=10, num_segments=4, width_mult=0.35, shift="causal"))
+    dataset = ClipDataModule(num_segments=4, image_size=32, num_workers=0, synthetic_sizes=(1, 7)).dataset("val", train=False)
+    logits, labels = stream_logits(model, dataset, batch_size=3)
+    clips = torch.stack([dataset[i][0] for i in range(7)]).float()  # (7, T, 3, S, S)
+    assert labels.tolist() == [dataset[i][1] for i in range(7)]
+    for members in ([0, 3, 6], [1, 4], [2, 5]):
+        with torch.no_grad():
+            frame_logits = model.frame_logits(clips[members].flatten(0, 1)[None])[0]  # (len * T, K)
+        expected = frame_logits.view(len(members), 4, -1).mean(1)
+        assert normalized_max_abs(logits[members].numpy(), expected.numpy()) <= parity.FLOAT_MAX_ABS_NORMALIZED
+    with torch.no_grad():  # behind other clips, not from zero buffers: a figure of its own
+        assert normalized_max_abs(logits[3:].numpy(), model(clips[3:]).numpy()) > 100 * parity.FLOAT_MAX_ABS_NORMALIZED
 
 
 # --- TFLite --------------------------------------------------------------------------------------

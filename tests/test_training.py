@@ -106,14 +106,17 @@ def test_persistent_workers_draw_each_epoch_for_that_epoch(tmp_path):
 
 
 def test_ddp_two_processes_on_cpu(tmp_path):
+    # The causal shift: the card's live-stream figure is written under DDP too.
     output = tmp_path / "ddp"
     run = subprocess.run(
-        train_command(output, "--synthetic-clips", "32", "16", "--max-epochs", "1", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"),
+        train_command(output, "--synthetic-clips", "32", "16", "--max-epochs", "1", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--shift", "causal"),
         capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     # 32 clips, batch 8, 2 processes: each process takes 16 clips, 2 steps (one process would take 4).
     assert saved_step(output / "last.ckpt") == 2
+    card = json.loads((output / "model_card.json").read_text(encoding="utf-8"))
+    assert "stream_accuracy" in card["validation"]
 
 
 def saved_weights(checkpoint: Path) -> dict[str, torch.Tensor]:

@@ -6,6 +6,8 @@ from torch.utils.data import DataLoader
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from torch_tsm.datasets import ClipDataset, collate_clips
+from torch_tsm.model import MobileNetV2TSM
+from torch_tsm.streaming import StreamingTSM
 
 
 @torch.no_grad()
@@ -17,6 +19,30 @@ def predict_logits(model: torch.nn.Module, dataset: ClipDataset, batch_size: int
         if batch is not None:
             outputs.append(model(batch[0].float()))
             targets.append(batch[1])
+    return torch.cat(outputs), torch.cat(targets)
+
+
+@torch.no_grad()
+def stream_logits(model: MobileNetV2TSM, dataset: ClipDataset, batch_size: int = 16) -> tuple[Tensor, Tensor]:
+    """As predict_logits, with the clips played back to back as `batch_size` live streams: stream j runs
+    clip j of every batch in turn, hard cuts between them, its buffers carried from clip to clip. A clip's
+    logits are the window decision at its last frame (the mean of its T frames' logits, as `predict` shows
+    it), which a stream computes behind whatever came before. A causal model only."""
+    streaming = StreamingTSM(model)
+    outputs, targets, buffers = [], [], None
+    for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_clips):
+        if batch is None:
+            continue
+        clips = batch[0].float()  # (n, T, 3, H, W)
+        if buffers is None:
+            buffers = [zeros.expand(len(clips), *zeros.shape[1:]) for zeros in streaming.zero_buffers(clips.shape[-1])]
+        buffers = [buffer[: len(clips)] for buffer in buffers]  # a short last batch ends the streams beyond it
+        frame_logits = []
+        for t in range(clips.shape[1]):
+            logits, *buffers = streaming(clips[:, t], *buffers)
+            frame_logits.append(logits)
+        outputs.append(torch.stack(frame_logits, dim=1).mean(dim=1))
+        targets.append(batch[1])
     return torch.cat(outputs), torch.cat(targets)
 
 

@@ -76,6 +76,20 @@ class MobileNetV2TSM(nn.Module):
         frame_logits = self.forward_frames(clips.flatten(0, 1))
         return frame_logits.view(n, t, -1).mean(dim=1)
 
+    def frame_logits(self, clips: Tensor) -> Tensor:
+        # (N, L, 3, H, W) pixels 0..255 -> (N, L, K) per-frame logits of clips of any length L, the shift
+        # crossing every frame boundary within a clip. With the causal shift, this is what the streaming
+        # model computes frame by frame over the same L frames (torch_tsm.streaming).
+        n, length = clips.shape[:2]
+        blocks = self.shifted_blocks()
+        for block in blocks:
+            block.num_segments = length
+        try:
+            return self.forward_frames(clips.flatten(0, 1)).view(n, length, -1)
+        finally:
+            for block in blocks:
+                block.num_segments = self.num_segments
+
     def shifted_blocks(self) -> list[ShiftedInvertedResidual]:
         return [m for m in self.features if isinstance(m, ShiftedInvertedResidual)]
 
@@ -156,7 +170,9 @@ def _imagenet_state_dict(width_mult: float) -> dict[str, Tensor]:
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
     with reading(path, "weights file"):
         payload = safe_torch_load(path)
-    return payload.get("state_dict", payload) if isinstance(payload, dict) else payload
+    state = payload.get("state_dict", payload) if isinstance(payload, dict) else payload
+    # A training checkpoint of ours holds the network under the LightningModule's attribute name.
+    return {key.removeprefix("model."): value for key, value in state.items()}
 
 
 def safe_torch_load(path: Path) -> dict:

@@ -80,11 +80,7 @@ class TorchStreamRunner(StreamRunner):
         for start in range(0, len(clips), chunk):
             pixels = torch.from_numpy(np.ascontiguousarray(clips[start : start + chunk])).permute(0, 1, 4, 2, 3).float()  # (n, T, 3, H, W)
             buffers = [zeros.expand(len(pixels), *zeros.shape[1:]) for zeros in self.model.zero_buffers(self.image_size)]
-            frame_logits = []
-            for t in range(pixels.shape[1]):
-                logits, *buffers = self.model(pixels[:, t], *buffers)
-                frame_logits.append(logits)
-            results.append(torch.stack(frame_logits, 1).mean(1))
+            results.append(self.model.play(pixels, buffers)[0].mean(1))
         return torch.cat(results).numpy()
 
 

@@ -18,7 +18,7 @@ from runtime.stream import StreamingTFLiteRunner, TorchStreamRunner, is_streamin
 from tests.conftest import smooth_clips, snapshot, with_real_batchnorm_statistics
 from torch_tsm.clips import held_out_clips, read_card
 from torch_tsm.datamodule import ClipDataModule
-from torch_tsm.metrics import stream_logits
+from torch_tsm.metrics import predict_logits
 from torch_tsm.model import build_model, load_model
 from torch_tsm.streaming import Stream, StreamingTSM
 
@@ -95,13 +95,13 @@ def test_long_stream_equals_the_clip_model_on_the_whole_stream(trained_run, held
     assert normalized_max_abs(streamed[-50:], reference[-50:]) <= parity.FLOAT_MAX_ABS_NORMALIZED
 
 
-def test_stream_logits_play_the_clips_back_to_back_as_streams():
+def test_stream_logits_of_the_card_play_the_clips_back_to_back_as_streams():
     # 7 clips, batches of 3: stream 0 plays clips 0, 3, 6, stream 1 clips 1, 4, stream 2 clips 2, 5.
     # Against the clip model run on each stream's clips as one long clip.
     torch.manual_seed(0)
     model = with_real_batchnorm_statistics(build_model(num_classes=10, num_segments=4, width_mult=0.35, shift="causal"))
     dataset = ClipDataModule(num_segments=4, image_size=32, num_workers=0, synthetic_sizes=(1, 7)).dataset("val", train=False)
-    logits, labels = stream_logits(model, dataset, batch_size=3)
+    _, labels, logits = predict_logits(model, dataset, batch_size=3)
     clips = torch.stack([dataset[i][0] for i in range(7)]).float()  # (7, T, 3, S, S)
     assert labels.tolist() == [dataset[i][1] for i in range(7)]
     for members in ([0, 3, 6], [1, 4], [2, 5]):

@@ -11,39 +11,29 @@ from torch_tsm.streaming import StreamingTSM
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, dataset: ClipDataset, batch_size: int = 16) -> tuple[Tensor, Tensor]:
-    # -> (M, K) logits, (M,) labels over the clips that decoded
+def predict_logits(model: MobileNetV2TSM, dataset: ClipDataset, batch_size: int = 16) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(M, K) clip logits and (M,) labels over the clips that decoded; for a causal model also (M, K) the
+    same clips decided as a live stream decides them (None otherwise), from the same decoded clips.
+
+    The streams: `batch_size` of them, stream j playing clip j of every batch in turn, hard cuts between
+    them, its buffers carried from clip to clip. A clip's stream logits are the window decision at its
+    last frame (the mean of its T frames' logits, as `predict` shows it), computed behind whatever came before."""
     model.eval()
-    outputs, targets = [], []
-    for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_clips):
-        if batch is not None:
-            outputs.append(model(batch[0].float()))
-            targets.append(batch[1])
-    return torch.cat(outputs), torch.cat(targets)
-
-
-@torch.no_grad()
-def stream_logits(model: MobileNetV2TSM, dataset: ClipDataset, batch_size: int = 16) -> tuple[Tensor, Tensor]:
-    """As predict_logits, with the clips played back to back as `batch_size` live streams: stream j runs
-    clip j of every batch in turn, hard cuts between them, its buffers carried from clip to clip. A clip's
-    logits are the window decision at its last frame (the mean of its T frames' logits, as `predict` shows
-    it), which a stream computes behind whatever came before. A causal model only."""
-    streaming = StreamingTSM(model)
-    outputs, targets, buffers = [], [], None
+    streaming = StreamingTSM(model) if model.shift == "causal" else None
+    outputs, streamed, targets, buffers = [], [], [], None
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_clips):
         if batch is None:
             continue
         clips = batch[0].float()  # (n, T, 3, H, W)
-        if buffers is None:
-            buffers = [zeros.expand(len(clips), *zeros.shape[1:]) for zeros in streaming.zero_buffers(clips.shape[-1])]
-        buffers = [buffer[: len(clips)] for buffer in buffers]  # a short last batch ends the streams beyond it
-        frame_logits = []
-        for t in range(clips.shape[1]):
-            logits, *buffers = streaming(clips[:, t], *buffers)
-            frame_logits.append(logits)
-        outputs.append(torch.stack(frame_logits, dim=1).mean(dim=1))
+        outputs.append(model(clips))
         targets.append(batch[1])
-    return torch.cat(outputs), torch.cat(targets)
+        if streaming is not None:
+            if buffers is None:
+                buffers = [zeros.expand(len(clips), *zeros.shape[1:]) for zeros in streaming.zero_buffers(clips.shape[-1])]
+            buffers = [buffer[: len(clips)] for buffer in buffers]  # a short last batch ends the streams beyond it
+            frame_logits, buffers = streaming.play(clips, buffers)
+            streamed.append(frame_logits.mean(dim=1))
+    return torch.cat(outputs), torch.cat(targets), torch.cat(streamed) if streaming is not None else None
 
 
 def accuracy_figures(logits: Tensor, labels: Tensor) -> dict[str, float]:

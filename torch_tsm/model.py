@@ -170,8 +170,11 @@ def _imagenet_state_dict(width_mult: float) -> dict[str, Tensor]:
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
     with reading(path, "weights file"):
         payload = safe_torch_load(path)
-    state = payload.get("state_dict", payload) if isinstance(payload, dict) else payload
-    # A training checkpoint of ours holds the network under the LightningModule's attribute name.
+    return _network_state(payload.get("state_dict", payload) if isinstance(payload, dict) else payload)
+
+
+def _network_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    # A training checkpoint of ours holds the network under the LightningModule's attribute name, `model.`.
     return {key.removeprefix("model."): value for key, value in state.items()}
 
 
@@ -194,7 +197,7 @@ def load_model(path: str | Path) -> MobileNetV2TSM:
     checkpoint = safe_torch_load(Path(path))
     try:
         config = checkpoint["hyper_parameters"]
-        state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
+        state = _network_state(checkpoint["state_dict"])
         model = MobileNetV2TSM(len(config["labels"]), config["num_segments"], config["width_mult"], config["shift"])
     except (KeyError, TypeError) as error:
         raise ValueError(f"{path} is not a torch_tsm training checkpoint (missing {error})") from error

@@ -53,6 +53,14 @@ class StreamingTSM(nn.Module):
         pooled = F.adaptive_avg_pool2d(x, 1).flatten(1)
         return (self.model.classifier(pooled), *new_buffers)
 
+    def play(self, clips: Tensor, buffers: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        # (N, T, 3, H, W) pixels 0..255, buffers of N streams -> (N, T, K) frame logits, the buffers after frame T-1
+        frame_logits = []
+        for t in range(clips.shape[1]):
+            logits, *buffers = self(clips[:, t], *buffers)
+            frame_logits.append(logits)
+        return torch.stack(frame_logits, dim=1), buffers
+
     @torch.no_grad()
     def zero_buffers(self, image_size: int) -> list[Tensor]:
         # -> num_buffers x (1, C_i // 8, H_i, W_i) zeros: the state at the start of a stream

@@ -27,7 +27,7 @@ from torch_tsm.errors import UserError
 from torch_tsm.frames import RESIZE_MODES
 from torch_tsm.labels import write_labels
 from torch_tsm.lightning_module import OPTIMIZERS, TSMClassifier
-from torch_tsm.metrics import accuracy_figures, pair_accuracy, predict_logits, stream_logits
+from torch_tsm.metrics import accuracy_figures, pair_accuracy, predict_logits
 from torch_tsm.model import load_model
 from torch_tsm.shift import SHIFT_MODES
 from torch_tsm.synthetic import DIRECTION_PAIRS
@@ -164,13 +164,12 @@ def write_model_card(output: Path, args: argparse.Namespace, data: ClipDataModul
     """labels.txt and model_card.json beside the checkpoints; validation figures of the best checkpoint."""
     write_labels(data.labels, output / "labels.txt")
     model = load_model(output / "best.ckpt")
-    logits, targets = predict_logits(model, data.dataset("val", train=False), args.batch_size)
+    logits, targets, stream = predict_logits(model, data.dataset("val", train=False), args.batch_size)
     validation = accuracy_figures(logits, targets)
     if args.data == "synthetic":
         validation["direction_pair_accuracy"] = pair_accuracy(logits, targets, data.labels, DIRECTION_PAIRS)
-    if args.shift == "causal":  # the same clips as a live stream decides them, each behind other clips
-        stream, stream_targets = stream_logits(model, data.dataset("val", train=False), args.batch_size)
-        validation["stream_accuracy"] = accuracy_figures(stream, stream_targets)["accuracy"]
+    if stream is not None:  # a causal model: the same clips as a live stream decides them, each behind other clips
+        validation["stream_accuracy"] = accuracy_figures(stream, targets)["accuracy"]
     card = {
         "model": "MobileNetV2-TSM",
         "checkpoint": "best.ckpt",

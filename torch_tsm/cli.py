@@ -60,6 +60,8 @@ LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric
 TENSORFLOW_STARTUP_NOISE = (
     re.compile(r"All log messages before absl::InitializeLog\(\) is called are written to STDERR"),
     re.compile(r"cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine, GPU will not be used"),
+    # Only on the CPUs where TensorFlow turns its oneDNN kernels on by default (AVX-512 and AMX Xeons, not AVX2-only ones)
+    re.compile(r"port\.cc:\d+\] oneDNN custom operations are on"),
 )
 NO_CUDA_DRIVER = TENSORFLOW_STARTUP_NOISE[1]
 CUINIT_FAILED = re.compile(r"cuda_platform\.cc:\d+\] failed call to cuInit")  # expected when there is no driver

@@ -60,7 +60,7 @@ def camera_rgb(frames: np.ndarray) -> np.ndarray:
 def served(folder: Path) -> Iterator[str]:
     """runtime.web's server for `folder` on a free port of 127.0.0.1, in a thread: its base URL."""
     server = serve(folder, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)  # a quick shutdown
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -70,8 +70,9 @@ def served(folder: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def chromium(camera: Path, width: int = 1000, height: int = 640) -> Iterator[object]:
-    """Headless Chromium whose camera plays `camera` (.y4m) and is allowed without asking: a Selenium WebDriver."""
+def chromium(camera: Path, allow_camera: bool = True, width: int = 1000, height: int = 640) -> Iterator[object]:
+    """Headless Chromium whose camera plays `camera` (.y4m), allowed without asking (or refused, as a user
+    refuses it, with `allow_camera` False): a Selenium WebDriver."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -79,7 +80,8 @@ def chromium(camera: Path, width: int = 1000, height: int = 640) -> Iterator[obj
     options.binary_location = next(shutil.which(name) for name in CHROMIUM if shutil.which(name))
     for argument in (
         "--headless=new", "--no-sandbox", f"--window-size={width},{height}", "--hide-scrollbars",
-        "--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={camera}", "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={camera}",
+        "--use-fake-ui-for-media-stream" if allow_camera else "--use-fake-ui-for-media-stream=deny",
         # nothing from outside: no component updates, sync, field trials or other background fetches
         "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-default-apps",
     ):

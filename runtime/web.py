@@ -256,10 +256,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup(args.verbose)
+    folder = args.folder
     with user_errors(args.verbose):
+        if not folder.is_dir():
+            raise UserError(f"{folder}: model folder not found")
         if not LITERTJS.is_dir():
             raise UserError(f"{LITERTJS}: LiteRT.js is not installed; in the repository `make install` installs it (it needs npm), or install the wheel")
-        folder = args.folder
         server = serve(folder, args.host, args.port)
         try:
             found = manifest(folder)

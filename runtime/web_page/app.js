@@ -176,10 +176,14 @@ class FrameLoop {
     }
     tsm.fed++;
     if (recordFrames > 0) {
-      if (tsm.frames.length === recordFrames - 1) this.source++; // the last one: the loop stops after it
+      if (tsm.frames.length === recordFrames - 1) {
+        this.source++; // the last one: the loop stops after it, the video on the frame it showed
+        video.pause();
+      }
       tsm.frames.push({ presented: meta.presentedFrames, time: meta.mediaTime, width, height, raw: base64(rgb), input: base64(input), logits: result.logits && base64(result.logits), ms: result.ms });
     }
     this.show(result);
+    showInput(input, this.manifest.image_size);
   }
 
   show({ logits, ms }) {
@@ -198,6 +202,15 @@ class FrameLoop {
     $("fps").textContent = this.fedAt.length > 1 ? ((this.fedAt.length - 1) / ((now - this.fedAt[0]) / 1000)).toFixed(1) : "–";
     $("model-ms").textContent = `${(this.times.reduce((a, b) => a + b, 0) / this.times.length).toFixed(2)} ms`;
   }
+}
+
+// The model's input, drawn as it is (the letterbox's grey bars included).
+function showInput(pixels, size) {
+  const view = $("input");
+  view.width = view.height = size;
+  const image = new ImageData(size, size);
+  for (let i = 0, j = 0; i < pixels.length; i += 3, j += 4) image.data.set([pixels[i], pixels[i + 1], pixels[i + 2], 255], j);
+  view.getContext("2d").putImageData(image, 0, 0);
 }
 
 function entry(label, probability) {

@@ -28,7 +28,18 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
 	touch $@
 
-install: $(VENV)/.installed
+# LiteRT.js for tsm-web's page, at the exact versions of runtime/web_page/package.json, from npm into its
+# git-ignored node_modules/ (the wheel ships it). Without npm the rest installs and works, and the browser
+# tests skip, saying why.
+LITERTJS := runtime/web_page/node_modules/.installed
+$(LITERTJS): runtime/web_page/package.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm install --prefix runtime/web_page --no-package-lock --no-audit --no-fund --omit=dev --loglevel=error && touch $@; \
+	else \
+		echo "npm not found: tsm-web's page gets no LiteRT.js and its browser tests skip (Debian: apt-get install npm)" >&2; \
+	fi
+
+install: $(VENV)/.installed $(LITERTJS)
 
 # Train on the built-in data, then convert the new model and print its parity table.
 demo: install

@@ -26,7 +26,6 @@ import re
 import sys
 import urllib.parse
 from base64 import b64encode
-from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -61,12 +60,6 @@ def litertjs_version() -> str:
 # --- the model folder ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Quantization:
-    scale: float
-    zero_point: int
-
-
 def find_model(folder: Path) -> Path:
     """The folder's streaming uint8 model, else its clip uint8 model (either conversion route)."""
     if not folder.is_dir():
@@ -82,11 +75,11 @@ def find_model(folder: Path) -> Path:
 
 def manifest(folder: Path) -> dict:
     """What the page needs of the folder's model: file, mode, sizes, labels, the uint8 tensors' quantization."""
-    from runtime.predict import _card_segments, _labels_beside
-
-    path = find_model(folder)
     from ai_edge_litert.interpreter import Interpreter
 
+    from runtime.predict import _card_segments, _labels_beside  # labels.txt and T found as predict finds them
+
+    path = find_model(folder)
     with reading(path, "TFLite model"):
         runner = Interpreter(model_path=str(path)).get_signature_runner()
         inputs, outputs = runner.get_input_details(), runner.get_output_details()
@@ -114,8 +107,8 @@ def _streaming_tensors(path: Path, inputs: dict, outputs: dict) -> tuple[int, in
         if _quantization(inputs[name]) != _quantization(outputs[f"new_{name}"]):
             raise UserError(f"{path}: new_{name} is not quantized as {name}, so it cannot be fed back as it is")
     tensors = {
-        "frame": _quantization(inputs["frame"]).__dict__, "logits": _quantization(outputs["logits"]).__dict__,
-        "buffers": [{"name": name, "shape": [int(n) for n in inputs[name]["shape"]], **_quantization(inputs[name]).__dict__} for name in buffers],
+        "frame": _quantization(inputs["frame"]), "logits": _quantization(outputs["logits"]),
+        "buffers": [{"name": name, "shape": [int(n) for n in inputs[name]["shape"]], **_quantization(inputs[name])} for name in buffers],
     }
     return frame[1], None, tensors
 
@@ -127,7 +120,7 @@ def _clip_tensors(path: Path, inputs: dict, outputs: dict) -> tuple[int, int, di
         raise UserError(f"{path}: not a clip model of this toolkit (inputs {shapes}; expected one clip (1, T, S, S, 3) and one logits output)")
     (clip,), (logits,) = inputs.items(), outputs.values()
     _check_uint8(path, [clip[1], logits])
-    return shapes[0][2], shapes[0][1], {"input": clip[0], "frame": _quantization(clip[1]).__dict__, "logits": _quantization(logits).__dict__}
+    return shapes[0][2], shapes[0][1], {"input": clip[0], "frame": _quantization(clip[1]), "logits": _quantization(logits)}
 
 
 def _check_uint8(path: Path, details: list[dict]) -> None:
@@ -138,9 +131,10 @@ def _check_uint8(path: Path, details: list[dict]) -> None:
         raise UserError(f"{path}: has {', '.join(other)} tensors at its inputs or outputs; the page runs the uint8 models (tsm-convert makes them)")
 
 
-def _quantization(detail: dict) -> Quantization:
+def _quantization(detail: dict) -> dict:
+    # a uint8 tensor's (scale, zero point): real value = (q - zero_point) * scale
     scale, zero_point = detail["quantization"]
-    return Quantization(float(scale), int(zero_point))
+    return {"scale": float(scale), "zero_point": int(zero_point)}
 
 
 # --- the server ----------------------------------------------------------------------------------

@@ -97,6 +97,12 @@ def open_page(driver, url: str, frames: int, timeout_s: float = 120) -> dict:
     """Opens the page at `url` and waits until it has recorded `frames` frames, or stopped on an error:
     its window.tsm (state, error, manifest, runtime, frames)."""
     driver.get(url)
+    return wait_for_frames(driver, frames, timeout_s)
+
+
+def wait_for_frames(driver, frames: int, timeout_s: float = 120) -> dict:
+    """The open page's window.tsm once it has recorded `frames` frames, or stopped on an error."""
+    url = driver.current_url
     deadline = time.monotonic() + timeout_s
     while True:
         page = driver.execute_script("return {state: tsm.state, error: tsm.error, recorded: tsm.frames.length}")

@@ -16,11 +16,12 @@ import subprocess
 import urllib.parse
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from runtime import browser
-from runtime.clip import TFLiteRunner, dequantize, quantize
+from runtime.clip import TFLiteRunner, quantize
 from runtime.predict import softmax
 from runtime.stream import StreamingTFLiteRunner
 from runtime.web import PAGE, main, manifest
@@ -154,41 +155,53 @@ def open_folder(driver, folder: Path, query: str = f"?step=1&record={FRAMES}") -
         return page
 
 
-@pytest.mark.parity
-def test_litert_js_route_matches_python_litert_frame_by_frame(page_browser, streaming_converted, tmp_path):
-    """The "litert.js" route: the page on the fake camera against runtime.stream in Python, same decoded frames."""
-    folder = link_model(tmp_path / "run", streaming_converted, "model_streaming_uint8.tflite")
+def streaming_folder(streaming_converted: Path, folder: Path) -> Path:
+    """The streaming uint8 model with its card, and the built-in labels in Russian."""
+    link_model(folder, streaming_converted, "model_streaming_uint8.tflite")
     shutil.copy(streaming_converted / "model_card.json", folder)
     assert len(SYNTHETIC_LABELS) == len(CYRILLIC_LABELS)
     (folder / "labels.txt").write_text("\n".join(CYRILLIC_LABELS) + "\n", encoding="utf-8")
+    return folder
+
+
+def assert_decoded_as(frames: np.ndarray, reference: np.ndarray, levels: int) -> None:
+    """Each frame the browser decoded is one of the reference frames, within `levels` (its own YUV -> RGB);
+    Chromium may start a camera's stream with one all-black frame before the first real one."""
+    real = [frame for i, frame in enumerate(frames) if not (i == 0 and frame.max() == 0)]
+    assert len(real) >= len(frames) - 1
+    reference = reference.astype(int)
+    for frame in real:
+        distance = np.abs(reference - frame).mean(axis=(1, 2, 3))
+        nearest = int(distance.argmin())
+        assert np.abs(reference[nearest] - frame).max() <= levels, f"frame unlike reference frame {nearest}: mean |diff| {distance[nearest]:.2f}"
+
+
+def assert_stream_matches_python(got: browser.Recorded, model: Path) -> np.ndarray:
+    """The page prepared its frames as runtime.predict does, and LiteRT.js's uint8 logits are Python
+    LiteRT's on the same inputs, the stream's buffers carried over. Returns Python's (N, K) float logits."""
+    np.testing.assert_array_equal(got.inputs, FrameTransform(64)(list(got.camera), np.random.default_rng(0)))
+    runner = StreamingTFLiteRunner(model)
+    logits = runner.run_stream(got.inputs)
+    expected = quantize(logits, runner.outputs["logits"]).astype(int)
+    assert (got.logits.argmax(axis=1) == expected.argmax(axis=1)).all(), "top-1 differs on some frame"
+    assert np.abs(got.logits.astype(int) - expected).max() <= 1, "uint8 logits more than one quantization step apart"
+    return logits
+
+
+@pytest.mark.parity
+def test_litert_js_route_matches_python_litert_frame_by_frame(page_browser, streaming_converted, tmp_path):
+    """The "litert.js" route: the page on the fake camera against runtime.stream in Python, same decoded frames."""
+    folder = streaming_folder(streaming_converted, tmp_path / "run")
     page = open_folder(page_browser, folder)
     assert page["state"] == "running", page["error"]
     assert page["runtime"]["isolated"] is True  # the server's COOP/COEP headers
     got = browser.recorded(page)
     assert len(got.inputs) == FRAMES
+    assert_decoded_as(got.camera, browser.camera_rgb(camera_clip()), levels=2)
+    logits = assert_stream_matches_python(got, folder / "model_streaming_uint8.tflite")
 
-    # 1. The browser decoded the camera's frames as we decode the .y4m: each is one of the clip's frames
-    # (Chromium may start a stream with one all-black frame before the first real one).
-    camera = browser.camera_rgb(camera_clip()).astype(int)
-    real = [frame for i, frame in enumerate(got.camera) if not (i == 0 and frame.max() == 0)]
-    assert len(real) >= FRAMES - 1
-    for frame in real:
-        distance = np.abs(camera - frame).mean(axis=(1, 2, 3))
-        nearest = int(distance.argmin())
-        assert np.abs(camera[nearest] - frame).max() <= 2, f"frame unlike clip frame {nearest}: mean |diff| {distance[nearest]:.2f}"
-
-    # 2. The page prepared each of its frames exactly as runtime.predict does.
-    np.testing.assert_array_equal(got.inputs, FrameTransform(64)(list(got.camera), np.random.default_rng(0)))
-
-    # 3. LiteRT.js's uint8 logits against Python LiteRT's on the same inputs, the stream's buffers carried over.
-    runner = StreamingTFLiteRunner(folder / "model_streaming_uint8.tflite")
-    expected = quantize(runner.run_stream(got.inputs), runner.outputs["logits"]).astype(int)
-    assert (got.logits.argmax(axis=1) == expected.argmax(axis=1)).all(), "top-1 differs on some frame"
-    assert np.abs(got.logits.astype(int) - expected).max() <= 1, "uint8 logits more than one quantization step apart"
-
-    # 4. What the page shows: the top-3 of the mean of the last T frame logits, with their probabilities.
-    smoothed = dequantize(expected[-page["manifest"]["num_segments"]:], runner.outputs["logits"]).mean(axis=0)
-    probabilities = softmax(smoothed)
+    # What the page shows: the top-3 of the mean of the last T frame logits, with their probabilities.
+    probabilities = softmax(logits[-page["manifest"]["num_segments"]:].mean(axis=0))
     top3 = probabilities.argsort()[::-1][:3]
     shown = [row.text.split("\n") for row in page_browser.find_elements("css selector", "#top3 li")]
     assert [label for label, _ in shown] == [CYRILLIC_LABELS[k] for k in top3]
@@ -197,6 +210,49 @@ def test_litert_js_route_matches_python_litert_frame_by_frame(page_browser, stre
     screenshot = REPO / "build" / "web" / "page.png"  # for the README (docs/web-page.png)
     screenshot.parent.mkdir(parents=True, exist_ok=True)
     assert page_browser.save_screenshot(str(screenshot))
+
+
+# A file of the model folder dropped on the page, as a user drops one from their file manager.
+DROP = """
+const [name, done] = arguments;
+const blob = await (await fetch(`/model/${name}`)).blob();
+const data = new DataTransfer();
+data.items.add(new File([blob], name, { type: blob.type }));
+document.dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true }));
+done();
+"""
+
+
+def test_a_dropped_video_plays_instead_of_the_camera(page_browser, streaming_converted, tmp_path):
+    folder = streaming_folder(streaming_converted, tmp_path / "run")
+    clip = camera_clip()
+    writer = cv2.VideoWriter(str(folder / "clip.webm"), cv2.VideoWriter_fourcc(*"VP80"), 30, (clip.shape[2], clip.shape[1]))
+    for frame in clip:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    decoded = np.stack([cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) for frame in read_all(folder / "clip.webm")])
+    with browser.served(folder) as url:
+        assert browser.open_page(page_browser, f"{url}/?step=1&record={FRAMES}", FRAMES)["state"] == "running"  # the camera first
+        page_browser.execute_async_script(DROP, "clip.webm")
+        page = browser.wait_for_frames(page_browser, FRAMES)
+        assert page["state"] == "running", page["error"]
+        assert page_browser.find_element("id", "status").text == "playing clip.webm"
+        got = browser.recorded(page)
+        assert_decoded_as(got.camera, decoded, levels=3)
+        assert_stream_matches_python(got, folder / "model_streaming_uint8.tflite")
+
+        page_browser.execute_async_script(DROP, "labels.txt")  # not a video
+        page = browser.wait_for_frames(page_browser, FRAMES)
+        assert page["state"] == "error" and "cannot be played" in page["error"], page["error"]
+
+
+def read_all(path: Path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while (frame := capture.read())[0]:
+        frames.append(frame[1])
+    capture.release()
+    return frames
 
 
 def test_the_page_falls_back_to_the_clip_model(page_browser, converted, tmp_path):

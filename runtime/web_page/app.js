@@ -5,8 +5,8 @@
 // ?smooth=N shows the mean of the last N frame logits of a streaming model (default T);
 // ?threads=N WebAssembly threads (default 2, when the page is cross-origin isolated);
 // ?record=N keeps the first N frames fed to the model (the camera frame, the model's input and its uint8
-// logits) in window.tsm.frames and stops there, showing the N-th frame's result: for tests/test_web.py
-// and bench/web_latency.py to read back.
+// logits) in window.tsm.frames and stops there, showing the N-th frame's result (a dropped video starts
+// a new record): for tests/test_web.py and bench/web_latency.py to read back.
 
 import { letterbox, quantize, dequantize, rgbaToRgb } from "/prepare.js";
 
@@ -122,8 +122,7 @@ function setUpDrop(loop) {
     const file = event.dataTransfer.files[0];
     if (!file) return;
     inform(`playing ${file.name}`);
-    tsm.state = "running";
-    tsm.error = null;
+    Object.assign(tsm, { state: "running", error: null, frames: [] }); // ?record=N records each source's first N frames
     loop.play(null, file);
   });
 }
@@ -143,14 +142,15 @@ class FrameLoop {
     this.seen = 0;
     this.times = [];
     this.fedAt = [];
-    video.onerror = () => fail(`${file?.name ?? "the video"} cannot be played by this browser (not a video, or a format it does not decode).`);
+    const unplayable = (why) => fail(`${file?.name ?? "The camera's video"} cannot be played by this browser (${why}): not a video, or a format it does not decode.`);
+    video.onerror = () => unplayable(video.error?.message || "a decoding error");
     video.srcObject = stream;
     if (file) {
       if (video.src) URL.revokeObjectURL(video.src);
       video.src = URL.createObjectURL(file);
       video.loop = true;
     }
-    video.play().catch((error) => fail(`The video does not play: ${error.message}`));
+    video.play().catch((error) => unplayable(error.message));
     video.requestVideoFrameCallback((now, meta) => this.frame(source, meta));
   }
 

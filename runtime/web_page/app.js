@@ -20,7 +20,7 @@ const canvas = document.createElement("canvas");
 const context = canvas.getContext("2d", { willReadFrequently: true });
 
 // What the tests read: state "loading" | "running" | "error", the error, and the recorded frames.
-const tsm = (window.tsm = { state: "loading", error: null, frames: [], fed: 0, manifest: null, runtime: null });
+const tsm = (window.tsm = { state: "loading", error: null, frames: [], manifest: null, runtime: null });
 
 function positive(text, fallback) {
   const value = Number.parseInt(text ?? "", 10);
@@ -72,7 +72,7 @@ async function main() {
   }
   tsm.runtime = runtime;
   $("model").textContent = `${manifest.file}: ${manifest.mode === "stream" ? "streaming, one frame at a time" : `clip model on the last ${manifest.num_segments} frames`}, ` +
-    `${manifest.image_size} px, ${manifest.labels.length} classes, every ${step === 1 ? "" : `${step}${step === 2 ? "nd" : step === 3 ? "rd" : "th"} `}frame`;
+    `${manifest.image_size} px, ${manifest.labels.length} classes, ${step === 1 ? "every frame" : `1 frame in ${step}`}`;
   $("runtime").textContent = `LiteRT.js ${manifest.litertjs}, WebAssembly, ${runtime.threads} thread${runtime.threads > 1 ? "s" : ""}, ${runtime.simd}` +
     `${runtime.isolated ? ", cross-origin isolated" : ", not cross-origin isolated"}`;
   const loop = new FrameLoop(model, manifest, smooth);
@@ -132,18 +132,16 @@ class FrameLoop {
     this.model = model;
     this.manifest = manifest;
     this.smooth = smooth;
-    this.source = 0; // a new source starts a new stream; a frame of an old one still in flight is dropped
+    this.source = 0; // each camera or video gets the next number; a frame of an earlier one is dropped
+    this.busy = false; // one model call at a time: a stream's buffers go from one call to the next
   }
 
   play(stream, file) {
     const source = ++this.source;
-    this.model.reset();
-    this.recent = [];
-    this.seen = 0;
-    this.times = [];
-    this.fedAt = [];
+    Object.assign(this, { seen: 0, fedSource: null });
     const unplayable = (why) => fail(`${file?.name ?? "The camera's video"} cannot be played by this browser (${why}): not a video, or a format it does not decode.`);
     video.onerror = () => unplayable(video.error?.message || "a decoding error");
+    video.srcObject?.getTracks().forEach((track) => track.stop()); // a dropped video turns the camera off
     video.srcObject = stream;
     if (file) {
       if (video.src) URL.revokeObjectURL(video.src);
@@ -156,11 +154,22 @@ class FrameLoop {
 
   async frame(source, meta) {
     if (source !== this.source) return;
-    if (this.seen++ % step === 0 && video.videoWidth > 0) await this.feed(meta);
+    if (this.seen++ % step === 0 && video.videoWidth > 0 && !this.busy) {
+      this.busy = true;
+      try {
+        await this.feed(source, meta);
+      } finally {
+        this.busy = false;
+      }
+    }
     if (source === this.source) video.requestVideoFrameCallback((now, next) => this.frame(source, next));
   }
 
-  async feed(meta) {
+  async feed(source, meta) {
+    if (this.fedSource !== source) { // a new source: a new stream, from zero buffers
+      this.model.reset();
+      Object.assign(this, { fedSource: source, recent: [], times: [], fedAt: [] });
+    }
     const { videoWidth: width, videoHeight: height } = video;
     canvas.width = width;
     canvas.height = height;
@@ -174,7 +183,7 @@ class FrameLoop {
       this.source++; // stops the loop
       return fail(`The model failed on a frame: ${error.message}`);
     }
-    tsm.fed++;
+    if (source !== this.source) return; // another video was dropped meanwhile
     if (recordFrames > 0) {
       if (tsm.frames.length === recordFrames - 1) {
         this.source++; // the last one: the loop stops after it, the video on the frame it showed

@@ -1,12 +1,13 @@
 """The page of runtime.web: its server, its frame preparation, and the page itself in a real Chromium.
 
-The browser tests run Debian's headless Chromium once for the module (runtime.browser), its fake camera
-playing a clip of the built-in data written as .y4m. The page reports what it fed the model frame by
-frame: the camera frame as the browser decoded it, the model's input it prepared, and the uint8 logits
-LiteRT.js gave. Each is checked against an independent reference: the frame against our own decoding of
-the .y4m, the input against torch_tsm's letterbox on the page's own frame, the logits against
-runtime.stream's LiteRT runner in Python on the page's own inputs (the parity route "litert.js").
-Without Chromium, chromedriver, LiteRT.js (npm) or Selenium they skip, saying which is missing.
+The browser tests run Debian's headless Chromium once for the module (runtime.browser; once more with
+the camera refused), its fake camera playing a clip of the built-in data written as .y4m. The page
+reports what it fed the model frame by frame: the camera frame as the browser decoded it, the model's
+input it prepared, and the uint8 logits LiteRT.js gave. Each is checked against an independent
+reference: the frame against our own decoding of the .y4m, the input against torch_tsm's letterbox of
+the page's own frame, the logits against runtime.stream's LiteRT runner in Python on the page's own
+inputs (the parity route "litert.js"). Without Chromium, chromedriver, LiteRT.js (npm) or Selenium
+they skip, saying which is missing.
 """
 
 import http.client
@@ -140,9 +141,9 @@ def page_browser(tmp_path_factory):
     if reason:
         pytest.skip(f"no browser test: {reason}")
     folder = tmp_path_factory.mktemp("camera")
-    write = folder / "camera.y4m"
-    browser.write_y4m(camera_clip(), write)
-    with browser.chromium(write) as driver:
+    camera = folder / "camera.y4m"
+    browser.write_y4m(camera_clip(), camera)
+    with browser.chromium(camera) as driver:
         yield driver
 
 
@@ -179,7 +180,7 @@ def assert_decoded_as(frames: np.ndarray, reference: np.ndarray, levels: int) ->
 def assert_stream_matches_python(got: browser.Recorded, model: Path) -> np.ndarray:
     """The page prepared its frames as runtime.predict does, and LiteRT.js's uint8 logits are Python
     LiteRT's on the same inputs, the stream's buffers carried over. Returns Python's (N, K) float logits."""
-    np.testing.assert_array_equal(got.inputs, FrameTransform(64)(list(got.camera), np.random.default_rng(0)))
+    np.testing.assert_array_equal(got.inputs, FrameTransform(got.inputs.shape[1])(list(got.camera), np.random.default_rng(0)))
     runner = StreamingTFLiteRunner(model)
     logits = runner.run_stream(got.inputs)
     expected = quantize(logits, runner.outputs["logits"]).astype(int)

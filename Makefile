@@ -86,4 +86,4 @@ full-size-parity: install
 	$(PASSIVE) $(RUN) -m conversion.parity models/full-224
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) build dist *.egg-info runtime/web_page/node_modules

@@ -1,7 +1,7 @@
 """python -m runtime.web MODEL_DIR: the folder's uint8 model on your own camera, in a browser page.
 
-    python -m runtime.web models/RUN                # then open http://127.0.0.1:8000/ on this machine
-    python -m runtime.web models/RUN --port 8080 --host 0.0.0.0   # reachable from your network: you asked
+    python -m runtime.web models/RUN                # then open http://127.0.0.1:8000/ on this machine (or add --open)
+    python -m runtime.web models/RUN --port 8080 --host 0.0.0.0   # other machines too (no camera there over http: a dropped video)
 
 The page (runtime/web_page/) runs the model with LiteRT.js in WebAssembly: the streaming uint8 model
 (model_streaming_uint8.tflite, or the Keras route's) one camera frame at a time with its buffers fed
@@ -25,6 +25,7 @@ import json
 import re
 import sys
 import urllib.parse
+import webbrowser
 from base64 import b64encode
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -243,6 +244,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("folder", type=Path, help="a converted model folder (models/RUN)")
     parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="0: any free port")
+    parser.add_argument("--open", action="store_true", help="open the page in this machine's default browser")
     add_verbose_flag(parser)
     return parser.parse_args(argv)
 
@@ -263,7 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         except UserError as error:
             print(f"warning: {error}\n  the page says so too; reload it once the folder holds a model", file=sys.stderr)
     host, port = server.server_address[:2]
-    print(f"open http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/ (Ctrl-C stops)", flush=True)
+    url = f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/"
+    print(f"open {url} (Ctrl-C stops)", flush=True)
+    if args.open:
+        webbrowser.open(url)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

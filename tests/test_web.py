@@ -156,9 +156,9 @@ def open_folder(driver, folder: Path, query: str = f"?step=1&record={FRAMES}") -
         return page
 
 
-def streaming_folder(streaming_converted: Path, folder: Path) -> Path:
-    """The streaming uint8 model with its card, and the built-in labels in Russian."""
-    link_model(folder, streaming_converted, "model_streaming_uint8.tflite")
+def streaming_folder(streaming_converted: Path, folder: Path, model: str = "model_streaming_uint8.tflite") -> Path:
+    """A streaming uint8 model with its card, and the built-in labels in Russian."""
+    link_model(folder, streaming_converted, model)
     shutil.copy(streaming_converted / "model_card.json", folder)
     assert len(SYNTHETIC_LABELS) == len(CYRILLIC_LABELS)
     (folder / "labels.txt").write_text("\n".join(CYRILLIC_LABELS) + "\n", encoding="utf-8")
@@ -190,16 +190,19 @@ def assert_stream_matches_python(got: browser.Recorded, model: Path) -> np.ndarr
 
 
 @pytest.mark.parity
-def test_litert_js_route_matches_python_litert_frame_by_frame(page_browser, streaming_converted, tmp_path):
-    """The "litert.js" route: the page on the fake camera against runtime.stream in Python, same decoded frames."""
-    folder = streaming_folder(streaming_converted, tmp_path / "run")
+@pytest.mark.parametrize("model", ["model_streaming_uint8.tflite", "model_keras_streaming_uint8.tflite"])
+def test_litert_js_route_matches_python_litert_frame_by_frame(page_browser, streaming_converted, tmp_path, model):
+    """The "litert.js" route: the page on the fake camera against runtime.stream in Python, same decoded frames,
+    with either conversion route's streaming model."""
+    folder = streaming_folder(streaming_converted, tmp_path / "run", model)
     page = open_folder(page_browser, folder)
     assert page["state"] == "running", page["error"]
     assert page["runtime"]["isolated"] is True  # the server's COOP/COEP headers
     got = browser.recorded(page)
     assert len(got.inputs) == FRAMES
     assert_decoded_as(got.camera, browser.camera_rgb(camera_clip()), levels=2)
-    logits = assert_stream_matches_python(got, folder / "model_streaming_uint8.tflite")
+    assert page["manifest"]["file"] == model
+    logits = assert_stream_matches_python(got, folder / model)
 
     # What the page shows: the top-3 of the mean of the last T frame logits, with their probabilities.
     probabilities = softmax(logits[-page["manifest"]["num_segments"]:].mean(axis=0))
@@ -208,7 +211,7 @@ def test_litert_js_route_matches_python_litert_frame_by_frame(page_browser, stre
     assert [label for label, _ in shown] == [CYRILLIC_LABELS[k] for k in top3]
     assert np.allclose([float(score) for _, score in shown], probabilities[top3], atol=0.006)
 
-    screenshot = REPO / "build" / "web" / "page.png"  # for the README (docs/web-page.png)
+    screenshot = REPO / "build" / "web" / f"{model.removesuffix('.tflite')}.png"  # for the README (docs/web-page.png)
     screenshot.parent.mkdir(parents=True, exist_ok=True)
     assert page_browser.save_screenshot(str(screenshot))
 

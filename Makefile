@@ -28,7 +28,19 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
 	touch $@
 
-install: $(VENV)/.installed
+# LiteRT.js for tsm-web's page, at the exact versions of runtime/web_page/package.json, from npm into its
+# git-ignored node_modules/ (the wheel ships it). Without npm the rest installs and works, and the browser
+# tests skip, saying why.
+LITERTJS := runtime/web_page/node_modules/.installed
+$(LITERTJS): runtime/web_page/package.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm install --prefix runtime/web_page --no-package-lock --no-audit --no-fund --omit=dev --loglevel=error && touch $@ \
+			|| echo "npm install failed: tsm-web's page has no LiteRT.js and its browser tests skip" >&2; \
+	else \
+		echo "npm not found: tsm-web's page gets no LiteRT.js and its browser tests skip (Debian: apt-get install npm)" >&2; \
+	fi
+
+install: $(VENV)/.installed $(LITERTJS)
 
 # Train on the built-in data, then convert the new model and print its parity table.
 demo: install
@@ -83,10 +95,10 @@ full-size-parity: install
 	$(PASSIVE) $(RUN) -m conversion.to_tflite --checkpoint models/full-224/best.ckpt --streaming --calibration-clips 64 --route keras
 	$(PASSIVE) $(RUN) -m conversion.parity models/full-224
 
-clean:
-	rm -rf $(VENV) build dist *.egg-info
-
 # The tests' trained model (tests/fixture_model.py): trains it again with its recipe, checks it, and rewrites
-# tests/data/causal-demo.pt (about 5 minutes on 2 cores). Commit the new file with the change that needed it.
+# tests/data/causal-demo.pt (about 6 minutes on 2 cores). Commit the new file with the change that needed it.
 fixture-model: install
 	$(PASSIVE) $(RUN) -m tests.fixture_model
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info runtime/web_page/node_modules

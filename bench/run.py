@@ -10,7 +10,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from bench import conversion_time, graph_bisect, latency, litert_compare, loader, memory, model_files, streaming_latency, training
+from bench import conversion_time, graph_bisect, latency, litert_compare, loader, memory, model_files, streaming_latency, training, web_latency
 from bench.common import Report, Settings, load_average, machine, markdown_table, settings
 
 OUTPUT = Path("BENCHMARKS.md")
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     run_settings = settings(parser.parse_args(argv).quick)
     started, clock, load_at_start = datetime.now(), time.perf_counter(), load_average()
     # Conversion first: it builds the cached models that the latency and model-file rows run.
-    reports = [module.measure(run_settings) for module in (conversion_time, latency, graph_bisect, litert_compare, model_files, training, memory, streaming_latency, loader)]
+    reports = [module.measure(run_settings) for module in (conversion_time, latency, graph_bisect, litert_compare, model_files, training, memory, streaming_latency, web_latency, loader)]
     text = render(run_settings, reports, started, time.perf_counter() - clock, (load_at_start, load_average()))
     OUTPUT.write_text(text, encoding="utf-8")
     print(text)

@@ -249,6 +249,7 @@ predict = _command("runtime.predict")
 to_tflite = _command("conversion.to_tflite", tensorflow=True)
 inspect = _command("conversion.inspect")
 parity = _command("conversion.parity")
+web = _command("runtime.web")
 
 
 def summary(title: str, rows: list[tuple[str, str]]) -> str:

@@ -1,0 +1,298 @@
+"""The page of runtime.web: its server, its frame preparation, and the page itself in a real Chromium.
+
+The browser tests run Debian's headless Chromium once for the module (runtime.browser; once more with
+the camera refused), its fake camera playing a clip of the built-in data written as .y4m. The page
+reports what it fed the model frame by frame: the camera frame as the browser decoded it, the model's
+input it prepared, and the uint8 logits LiteRT.js gave. Each is checked against an independent
+reference: the frame against our own decoding of the .y4m, the input against torch_tsm's letterbox of
+the page's own frame, the logits against runtime.stream's LiteRT runner in Python on the page's own
+inputs (the parity route "litert.js"). Without Chromium, chromedriver, LiteRT.js (npm) or Selenium
+they skip, saying which is missing.
+"""
+
+import http.client
+import json
+import shutil
+import subprocess
+import urllib.parse
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime import browser
+from runtime.clip import TFLiteRunner, quantize
+from runtime.predict import softmax
+from runtime.stream import StreamingTFLiteRunner
+from runtime.web import PAGE, main, manifest
+from torch_tsm.cli import run
+from torch_tsm.frames import FrameTransform
+from torch_tsm.synthetic import SYNTHETIC_LABELS, render_video
+
+REPO = Path(__file__).resolve().parents[1]
+# The built-in labels in Russian: the page must show Cyrillic as Bukva's labels need.
+CYRILLIC_LABELS = ["круг", "крест", "кольцо", "ромб", "вправо", "влево", "вниз", "вверх", "растёт", "сжимается"]
+FRAMES = 16  # frames the page records, at every camera frame (?step=1): within the 22 of the clip
+
+
+def link_model(folder: Path, source: Path, name: str, target: str | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / (target or name)).symlink_to(source / name)
+    return folder
+
+
+# --- the server, no browser -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def server_folder(tmp_path):
+    folder = tmp_path / "run"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "labels.txt").write_text("a\nb\n", encoding="utf-8")
+    (folder / "sub" / "secret.txt").write_text("no", encoding="utf-8")
+    (folder / ".hidden").write_text("no", encoding="utf-8")
+    (tmp_path / "outside.txt").write_text("no", encoding="utf-8")
+    with browser.served(folder) as url:
+        yield urllib.parse.urlsplit(url).port
+
+
+def get(port: int, path: str, method: str = "GET") -> http.client.HTTPResponse:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.putrequest(method, path, skip_accept_encoding=True)  # the path as written: no client normalizes it
+    connection.endheaders()
+    response = connection.getresponse()
+    response.read()
+    return response
+
+
+@pytest.mark.parametrize("path", [
+    "/model/../outside.txt", "/model/%2e%2e/outside.txt", "/model/..%2Foutside.txt", "/model/%2E%2E%2Foutside.txt",
+    "/../outside.txt", "/model//etc/passwd", "/model/%2Fetc%2Fpasswd", "//etc/passwd", "/etc/passwd",
+    "/model/sub/secret.txt", "/model/sub%2Fsecret.txt", "/model/.hidden", "/model/..", "/model/", "/model/..\\outside.txt",
+    "/litert/../web.py", "/app.js/../../web.py", "/web.py", "/runtime/web.py", "/node_modules/@litertjs/core/package.json",
+])
+def test_the_server_refuses_every_path_outside_its_files(server_folder, path):
+    assert get(server_folder, path).status == 404
+
+
+def test_the_server_serves_the_page_and_the_folder_s_files_cross_origin_isolated(server_folder):
+    for path in ("/", "/app.js", "/prepare.js", "/model.js", "/style.css", "/model/labels.txt", "/model/manifest.json"):
+        response = get(server_folder, path)
+        assert response.status == 200, path
+        assert response.getheader("Cross-Origin-Opener-Policy") == "same-origin"
+        assert response.getheader("Cross-Origin-Embedder-Policy") == "require-corp"
+        policy = response.getheader("Content-Security-Policy")
+        assert "default-src 'self'" in policy and "connect-src 'self'" in policy, policy
+    assert get(server_folder, "/model/labels.txt", "HEAD").status == 200
+    assert get(server_folder, "/model/labels.txt", "POST").status == 501
+
+
+def test_manifest_says_what_is_wrong(streaming_converted, tmp_path):
+    with pytest.raises(ValueError, match="no uint8 TFLite model here"):
+        manifest(tmp_path)
+    float_model = link_model(tmp_path / "float", streaming_converted, "model_streaming_float32.tflite", "model_streaming_uint8.tflite")
+    with pytest.raises(ValueError, match="float32 tensors"):
+        manifest(float_model)
+    streaming_as_clip = link_model(tmp_path / "clip", streaming_converted, "model_streaming_uint8.tflite", "model_uint8.tflite")
+    with pytest.raises(ValueError, match="not a clip model of this toolkit"):
+        manifest(streaming_as_clip)
+
+
+def test_the_command_refuses_a_missing_folder_in_one_line(tmp_path, capsys):
+    assert run(main, [str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {tmp_path / 'nowhere'}: model folder not found"]
+
+
+# --- the page's frame preparation, in node --------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node not found (Debian: apt-get install nodejs)")
+def test_the_page_prepares_frames_exactly_as_python(tmp_path):
+    """prepare.js's letterbox against torch_tsm's (OpenCV) on camera sizes, shrinking and enlarging: equal."""
+    rng = np.random.default_rng(0)
+    cases = [(640, 480, 64), (1280, 720, 224), (1920, 1080, 224), (480, 640, 64), (128, 96, 64), (333, 217, 64), (50, 40, 224), (64, 64, 64)]
+    frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for w, h, _ in cases]
+    for i, frame in enumerate(frames):
+        frame.tofile(tmp_path / f"{i}.rgb")
+    script = (
+        f"import {{ readFileSync, writeFileSync }} from 'node:fs'; import {{ letterbox }} from '{PAGE / 'prepare.js'}';"
+        f"const cases = {json.dumps(cases)};"
+        f"cases.forEach(([w, h, s], i) => writeFileSync('{tmp_path}/' + i + '.out', letterbox(new Uint8Array(readFileSync('{tmp_path}/' + i + '.rgb')), w, h, s)));"
+    )
+    subprocess.run(["node", "--input-type=module", "-e", script], check=True, timeout=60)
+    for i, ((w, h, size), frame) in enumerate(zip(cases, frames)):
+        expected = FrameTransform(size)([frame], np.random.default_rng(0))[0]
+        np.testing.assert_array_equal(np.fromfile(tmp_path / f"{i}.out", np.uint8).reshape(expected.shape), expected, err_msg=f"{w}x{h} -> {size}")
+
+
+# --- the page in Chromium -------------------------------------------------------------------------
+
+
+def camera_clip() -> np.ndarray:
+    # -> (L, 96, 128, 3): a built-in clip (move_down, 22 frames) as a 4:3 camera sees it, so the page letterboxes
+    video = render_video(np.random.default_rng(3), "move_down", 64).repeat(2, axis=1).repeat(2, axis=2)  # 128 x 128, each pixel 2 x 2
+    return np.ascontiguousarray(video[:, 16:112])
+
+
+@pytest.fixture(scope="module")
+def page_browser(tmp_path_factory):
+    reason = browser.missing()
+    if reason:
+        pytest.skip(f"no browser test: {reason}")
+    folder = tmp_path_factory.mktemp("camera")
+    camera = folder / "camera.y4m"
+    browser.write_y4m(camera_clip(), camera)
+    with browser.chromium(camera) as driver:
+        yield driver
+
+
+def open_folder(driver, folder: Path, query: str = f"?step=1&record={FRAMES}") -> dict:
+    with browser.served(folder) as url:
+        page = browser.open_page(driver, f"{url}/{query}", FRAMES)
+        # Nothing but this server: every resource the page loaded (scripts, WebAssembly, model) is its own.
+        loaded = driver.execute_script("return performance.getEntriesByType('resource').map(entry => entry.name)")
+        assert loaded and all(name.startswith(f"{url}/") for name in loaded), loaded
+        return page
+
+
+def streaming_folder(streaming_converted: Path, folder: Path, model: str = "model_streaming_uint8.tflite") -> Path:
+    """A streaming uint8 model with its card, and the built-in labels in Russian."""
+    link_model(folder, streaming_converted, model)
+    shutil.copy(streaming_converted / "model_card.json", folder)
+    assert len(SYNTHETIC_LABELS) == len(CYRILLIC_LABELS)
+    (folder / "labels.txt").write_text("\n".join(CYRILLIC_LABELS) + "\n", encoding="utf-8")
+    return folder
+
+
+def assert_decoded_as(frames: np.ndarray, reference: np.ndarray, levels: int) -> None:
+    """Each frame the browser decoded is one of the reference frames, within `levels` (its own YUV -> RGB);
+    Chromium may start a camera's stream with one all-black frame before the first real one."""
+    real = [frame for i, frame in enumerate(frames) if not (i == 0 and frame.max() == 0)]
+    assert len(real) >= len(frames) - 1
+    reference = reference.astype(int)
+    for frame in real:
+        distance = np.abs(reference - frame).mean(axis=(1, 2, 3))
+        nearest = int(distance.argmin())
+        assert np.abs(reference[nearest] - frame).max() <= levels, f"frame unlike reference frame {nearest}: mean |diff| {distance[nearest]:.2f}"
+
+
+def assert_stream_matches_python(got: browser.Recorded, model: Path) -> np.ndarray:
+    """The page prepared its frames as runtime.predict does, and LiteRT.js's uint8 logits are Python
+    LiteRT's on the same inputs, the stream's buffers carried over. Returns Python's (N, K) float logits."""
+    np.testing.assert_array_equal(got.inputs, FrameTransform(got.inputs.shape[1])(list(got.camera), np.random.default_rng(0)))
+    runner = StreamingTFLiteRunner(model)
+    logits = runner.run_stream(got.inputs)
+    expected = quantize(logits, runner.outputs["logits"]).astype(int)
+    assert (got.logits.argmax(axis=1) == expected.argmax(axis=1)).all(), "top-1 differs on some frame"
+    assert np.abs(got.logits.astype(int) - expected).max() <= 1, "uint8 logits more than one quantization step apart"
+    return logits
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("model", ["model_streaming_uint8.tflite", "model_keras_streaming_uint8.tflite"])
+def test_litert_js_route_matches_python_litert_frame_by_frame(page_browser, streaming_converted, tmp_path, model):
+    """The "litert.js" route: the page on the fake camera against runtime.stream in Python, same decoded frames,
+    with either conversion route's streaming model."""
+    folder = streaming_folder(streaming_converted, tmp_path / "run", model)
+    page = open_folder(page_browser, folder)
+    assert page["state"] == "running", page["error"]
+    assert page["runtime"]["isolated"] is True  # the server's COOP/COEP headers
+    got = browser.recorded(page)
+    assert len(got.inputs) == FRAMES
+    assert_decoded_as(got.camera, browser.camera_rgb(camera_clip()), levels=2)
+    assert page["manifest"]["file"] == model
+    logits = assert_stream_matches_python(got, folder / model)
+
+    # What the page shows: the top-3 of the mean of the last T frame logits, with their probabilities.
+    probabilities = softmax(logits[-page["manifest"]["num_segments"]:].mean(axis=0))
+    top3 = np.argsort(-probabilities, kind="stable")[:3]  # ties in class order, as the page's stable sort
+    shown = [row.text.split("\n") for row in page_browser.find_elements("css selector", "#top3 li")]
+    assert [label for label, _ in shown] == [CYRILLIC_LABELS[k] for k in top3]
+    assert np.allclose([float(score) for _, score in shown], probabilities[top3], atol=0.006)
+
+    screenshot = REPO / "build" / "web" / f"{model.removesuffix('.tflite')}.png"  # for the README (docs/web-page.png)
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    assert page_browser.save_screenshot(str(screenshot))
+
+
+# A file of the model folder dropped on the page, as a user drops one from their file manager.
+DROP = """
+const [name, done] = arguments;
+const blob = await (await fetch(`/model/${name}`)).blob();
+const data = new DataTransfer();
+data.items.add(new File([blob], name, { type: blob.type }));
+document.dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true }));
+done();
+"""
+
+
+def test_a_dropped_video_plays_instead_of_the_camera(page_browser, streaming_converted, tmp_path):
+    folder = streaming_folder(streaming_converted, tmp_path / "run")
+    clip = camera_clip()
+    writer = cv2.VideoWriter(str(folder / "clip.webm"), cv2.VideoWriter_fourcc(*"VP80"), 30, (clip.shape[2], clip.shape[1]))
+    for frame in clip:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    decoded = np.stack([cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) for frame in read_all(folder / "clip.webm")])
+    with browser.served(folder) as url:
+        assert browser.open_page(page_browser, f"{url}/?step=1&record={FRAMES}", FRAMES)["state"] == "running"  # the camera first
+        page_browser.execute_async_script(DROP, "clip.webm")
+        page = browser.wait_for_frames(page_browser, FRAMES)
+        assert page["state"] == "running", page["error"]
+        assert page_browser.find_element("id", "status").text == "playing clip.webm"
+        got = browser.recorded(page)
+        assert_decoded_as(got.camera, decoded, levels=3)
+        assert_stream_matches_python(got, folder / "model_streaming_uint8.tflite")
+
+        page_browser.execute_async_script(DROP, "labels.txt")  # not a video
+        page = browser.wait_for_frames(page_browser, FRAMES)
+        assert page["state"] == "error" and "cannot be played" in page["error"], page["error"]
+
+
+def read_all(path: Path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while (frame := capture.read())[0]:
+        frames.append(frame[1])
+    capture.release()
+    return frames
+
+
+def test_the_page_falls_back_to_the_clip_model(page_browser, converted, tmp_path):
+    folder = link_model(tmp_path / "run", converted, "model_uint8.tflite")
+    shutil.copy(converted / "labels.txt", folder)
+    page = open_folder(page_browser, folder)
+    assert page["state"] == "running", page["error"]
+    assert page["manifest"]["mode"] == "clip"
+    got = browser.recorded(page)
+    t = page["manifest"]["num_segments"]
+    assert len(got.logits) == FRAMES - t + 1  # one prediction a frame once T frames have come
+    runner = TFLiteRunner(folder / "model_uint8.tflite")
+    windows = np.stack([got.inputs[i - t + 1 : i + 1] for i in range(t - 1, FRAMES)])
+    expected = quantize(runner(windows), runner.output).astype(int)
+    assert (got.logits.argmax(axis=1) == expected.argmax(axis=1)).all()
+    assert np.abs(got.logits.astype(int) - expected).max() <= 1
+
+
+def test_the_page_says_what_is_wrong(page_browser, streaming_converted, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    not_ours = link_model(tmp_path / "float", streaming_converted, "model_streaming_float32.tflite", "model_streaming_uint8.tflite")
+    for folder, expected in ((empty, "no uint8 TFLite model here"), (not_ours, "float32 tensors")):
+        page = open_folder(page_browser, folder)
+        assert page["state"] == "error" and expected in page["error"]
+        assert page_browser.find_element("id", "status").text == page["error"]  # on the page, not only in a variable
+
+
+
+def test_the_page_says_the_camera_was_refused(streaming_converted, tmp_path):
+    if browser.missing():
+        pytest.skip(f"no browser test: {browser.missing()}")
+    folder = link_model(tmp_path / "run", streaming_converted, "model_streaming_uint8.tflite")
+    shutil.copy(streaming_converted / "model_card.json", folder)
+    browser.write_y4m(camera_clip()[:2], tmp_path / "camera.y4m")
+    with browser.chromium(tmp_path / "camera.y4m", allow_camera=False) as driver:
+        page = open_folder(driver, folder)
+        assert page["state"] == "error" and page["error"].startswith("Camera permission refused"), page["error"]
+        assert driver.find_element("id", "status").text == page["error"]

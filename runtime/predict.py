@@ -113,16 +113,16 @@ def load(path: Path, mode: str | None, stride: int, smooth: int) -> LoadedModel:
         runner = load_stream_runner(path) if streaming else None
     if runner is not None:
         mode = mode or "stream"
-        labels = _labels_beside(path, runner.labels_count)
+        labels = labels_beside(path, runner.labels_count)
         # A streaming model runs clips too: T frames from zero buffers give the clip model's logits.
-        num_segments = _card_segments(path)
+        num_segments = card_segments(path)
         predictor = StreamPredictor(runner, smooth or num_segments) if mode == "stream" else ClipPredictor(runner, num_segments, stride)
         return LoadedModel(predictor, labels, runner.image_size, mode)
     if mode == "stream":
         raise PredictError(f"{path} is a clip model; --mode stream needs a streaming model (model_streaming*.tflite / .onnx, model_keras_streaming_*.tflite, or a checkpoint trained with --shift causal)")
     _check_clip_input(path)
     runner = load_runner(path)
-    labels = _labels_beside(path, runner.num_classes)
+    labels = labels_beside(path, runner.num_classes)
     return LoadedModel(ClipPredictor(runner, runner.num_segments, stride), labels, runner.image_size, "clip")
 
 
@@ -140,7 +140,7 @@ def _check_clip_input(path: Path) -> None:
         raise PredictError(f"{path}: its input ({found}) does not fit: expected a clip (1, T, S, S, 3) or a streaming model (frame + buffers)")
 
 
-def _labels_beside(path: Path, count: int) -> list[str]:
+def labels_beside(path: Path, count: int) -> list[str]:
     """labels.txt beside the model, checked against its `count` classes, else the class numbers."""
     from torch_tsm.labels import check_label_count, read_labels
 
@@ -152,7 +152,7 @@ def _labels_beside(path: Path, count: int) -> list[str]:
     return [str(i) for i in range(count)]
 
 
-def _card_segments(path: Path) -> int:
+def card_segments(path: Path) -> int:
     """T of a streaming model (its clip length in training), from the model card beside it."""
     card_path = path.parent / "model_card.json"
     card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}

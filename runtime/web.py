@@ -78,7 +78,7 @@ def manifest(folder: Path) -> dict:
     """What the page needs of the folder's model: file, mode, sizes, labels, the uint8 tensors' quantization."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from runtime.predict import _card_segments, _labels_beside  # labels.txt and T found as predict finds them
+    from runtime.predict import card_segments, labels_beside  # labels.txt and T found as predict finds them
 
     path = find_model(folder)
     with reading(path, "TFLite model"):
@@ -88,10 +88,10 @@ def manifest(folder: Path) -> dict:
     describe = _streaming_tensors if streaming else _clip_tensors
     image_size, segments, tensors = describe(path, inputs, outputs)
     logits = outputs["logits"] if streaming else next(iter(outputs.values()))
-    labels = _labels_beside(path, int(logits["shape"][-1]))
+    labels = labels_beside(path, int(logits["shape"][-1]))
     return {
         "file": path.name, "mode": "stream" if streaming else "clip", "image_size": image_size,
-        "num_segments": segments or _card_segments(path), "labels": labels, "litertjs": litertjs_version(), **tensors,
+        "num_segments": segments or card_segments(path), "labels": labels, "litertjs": litertjs_version(), **tensors,
     }
 
 

@@ -28,6 +28,7 @@ COMMANDS = {  # console script -> the module that python -m runs
     "tsm-convert": "conversion.to_tflite",
     "tsm-inspect": "conversion.inspect",
     "tsm-parity": "conversion.parity",
+    "tsm-web": "runtime.web",
 }
 
 

@@ -16,7 +16,6 @@ it into a run folder as torch_tsm.train leaves one: best.ckpt, labels.txt, and a
 training's own `write_model_card` with this machine's arithmetic.
 """
 
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -57,7 +56,7 @@ def main() -> None:
         "recipe": RECIPE,
         "hyper_parameters": checkpoint["hyper_parameters"],
         "state_dict": checkpoint["state_dict"],
-        "training": card["training"] | {"validation": card["validation"], "machine": platform.processor() or platform.machine()},
+        "training": card["training"] | {"validation": card["validation"]},
     }, FILE)
     print(f"wrote {FILE} ({FILE.stat().st_size / 1e6:.1f} MB)")
 

@@ -89,7 +89,7 @@ def ratio_row(number: str, measure: str, seconds: tuple[float, float], names: tu
     figure = f"{ratio:.2f} ({names[0]} {seconds[0] * 1000:.1f} ms, {names[1]} {seconds[1] * 1000:.1f} ms)"
     if target is None:
         return Row(number, measure, figure, command=command)
-    met = ratio <= target if at_most else ratio >= target
+    met = bool(ratio <= target if at_most else ratio >= target)  # a numpy ratio gives numpy.bool_, which `is False` misses
     return Row(number, measure, figure, f"{'<=' if at_most else '>='} {target:g}", met, command)
 
 

@@ -39,14 +39,14 @@ def cell(recipe: str, seed: int, instructions: str, folder: Path) -> list[str]:
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "torch_tsm.train", *flags, "--seed", str(seed), "--output", str(run)], env=environment, check=True, capture_output=True)
     seconds = time.perf_counter() - started
-    agreement = "not converted"
     if converted:
         # --keep-failed-uint8: a uint8 model outside its bounds is still measured (and the exit status is 1)
         subprocess.run([sys.executable, "-m", "conversion.to_tflite", "--checkpoint", str(run / "best.ckpt"), "--keep-failed-uint8"], env=environment, capture_output=True)
-        card = json.loads((run / "model_card.json").read_text(encoding="utf-8"))
+    card = json.loads((run / "model_card.json").read_text(encoding="utf-8"))  # training's figures, and conversion's
+    agreement = "not converted"
+    if converted:
         row = next(row for row in card["conversion"]["onnx"]["parity"] if row["route"] == "tflite-u8" and row["inputs"] == "held-out clips")
         agreement = f"{row['top1_agree']:.1%}, {row['accuracy']:.1%} vs {row['torch_accuracy']:.1%} ({row['verdict']})"
-    card = json.loads((run / "model_card.json").read_text(encoding="utf-8"))
     validation = card["validation"]
     return [recipe, str(seed), instructions, f"{card['training']['epochs']} ({seconds:.0f} s)", f"{validation['accuracy']:.1%}", f"{validation['direction_pair_accuracy']:.1%}", agreement]
 

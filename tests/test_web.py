@@ -6,12 +6,14 @@ reports what it fed the model frame by frame: the camera frame as the browser de
 input it prepared, and the uint8 logits LiteRT.js gave. Each is checked against an independent
 reference: the frame against our own decoding of the .y4m, the input against torch_tsm's letterbox of
 the page's own frame, the logits against runtime.stream's LiteRT runner in Python on the page's own
-inputs (the parity route "litert.js"). Without Chromium, chromedriver, LiteRT.js (npm) or Selenium
-they skip, saying which is missing.
+inputs (the parity route "litert.js"). Without Chromium, chromedriver, LiteRT.js (npm), Selenium or
+node they skip, saying which is missing; in CI (CI=true) they fail instead, so that a green CI means
+the page was tested.
 """
 
 import http.client
 import json
+import os
 import shutil
 import subprocess
 import urllib.parse
@@ -34,6 +36,15 @@ REPO = Path(__file__).resolve().parents[1]
 # The built-in labels in Russian: the page must show Cyrillic as Bukva's labels need.
 CYRILLIC_LABELS = ["круг", "крест", "кольцо", "ромб", "вправо", "влево", "вниз", "вверх", "растёт", "сжимается"]
 FRAMES = 16  # frames the page records, at every camera frame (?step=1): within the 22 of the clip
+
+
+def require(reason: str | None) -> None:
+    """A browser test that cannot run here (`reason` says why) skips on a user's machine and fails in CI."""
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"browser test not run in CI: {reason}", pytrace=False)
+    pytest.skip(f"no browser test: {reason}")
 
 
 def link_model(folder: Path, source: Path, name: str, target: str | None = None) -> Path:
@@ -107,9 +118,9 @@ def test_the_command_refuses_a_missing_folder_in_one_line(tmp_path, capsys):
 # --- the page's frame preparation, in node --------------------------------------------------------
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node not found (Debian: apt-get install nodejs)")
 def test_the_page_prepares_frames_exactly_as_python(tmp_path):
     """prepare.js's letterbox against torch_tsm's (OpenCV) on camera sizes, shrinking and enlarging: equal."""
+    require(None if shutil.which("node") else "node not found (Debian: apt-get install nodejs)")
     rng = np.random.default_rng(0)
     cases = [(640, 480, 64), (1280, 720, 224), (1920, 1080, 224), (480, 640, 64), (128, 96, 64), (333, 217, 64), (50, 40, 224), (64, 64, 64)]
     frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for w, h, _ in cases]
@@ -137,9 +148,7 @@ def camera_clip() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def page_browser(tmp_path_factory):
-    reason = browser.missing()
-    if reason:
-        pytest.skip(f"no browser test: {reason}")
+    require(browser.missing())
     folder = tmp_path_factory.mktemp("camera")
     camera = folder / "camera.y4m"
     browser.write_y4m(camera_clip(), camera)
@@ -287,8 +296,7 @@ def test_the_page_says_what_is_wrong(page_browser, streaming_converted, tmp_path
 
 
 def test_the_page_says_the_camera_was_refused(streaming_converted, tmp_path):
-    if browser.missing():
-        pytest.skip(f"no browser test: {browser.missing()}")
+    require(browser.missing())
     folder = link_model(tmp_path / "run", streaming_converted, "model_streaming_uint8.tflite")
     shutil.copy(streaming_converted / "model_card.json", folder)
     browser.write_y4m(camera_clip()[:2], tmp_path / "camera.y4m")

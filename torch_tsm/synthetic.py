@@ -4,9 +4,14 @@ Each clip is a bright glyph on a dark, mildly cluttered background with per-fram
 are static glyphs; the others come in pairs that are the SAME frames played forwards or backwards
 (left/right, down/up, grow/shrink). No single frame tells the two classes of a pair apart, so a
 per-frame model averaged over time (shift="none") is at chance within each pair, while a model that
-mixes neighbouring frames (TSM) can separate them.
+mixes neighbouring frames (TSM) can separate them. Class 0, `no_event`, is the scene with no sign in
+it (background and camera noise), as in Bukva's label set.
 
-Everything is generated from (seed, split, index): no download, same clips on every machine.
+Continuous videos are what a camera sees of a person signing: one scene (one background) for the whole
+video, signs one after another with idle stretches of varied length between them, and the [begin, end)
+frames of every sign: the ground truth of live recognition (runtime.live).
+
+Everything is generated from (seed, split, index): no download, same clips and videos on every machine.
 """
 
 from dataclasses import dataclass
@@ -14,6 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+NO_EVENT = "no_event"  # class 0, as in Bukva: no sign is shown
 STATIC_GLYPHS = ("circle", "cross", "ring", "diamond")
 # (glyph, motion, forward class, backward class)
 MOTION_PAIRS = (
@@ -21,10 +27,17 @@ MOTION_PAIRS = (
     ("triangle", "vertical", "move_down", "move_up"),
     ("plus", "scale", "grow", "shrink"),
 )
-SYNTHETIC_LABELS = [*STATIC_GLYPHS, *(name for pair in MOTION_PAIRS for name in pair[2:])]
+SIGN_LABELS = [*STATIC_GLYPHS, *(name for pair in MOTION_PAIRS for name in pair[2:])]
+SYNTHETIC_LABELS = [NO_EVENT, *SIGN_LABELS]
 DIRECTION_PAIRS = [pair[2:] for pair in MOTION_PAIRS]
 MIRRORED_CLASSES = [("move_right", "move_left")]  # what a horizontal flip turns into each other; every glyph is symmetric
-SPLIT_STREAMS = {"train": 0, "val": 1}
+SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2}  # "test": continuous videos only, held out from choosing settings
+VIDEO_STREAM = 1  # continuous videos draw from (seed, split, index, VIDEO_STREAM): apart from the clips
+# A continuous video's timing, in frames of a 30 fps camera: a sign lasts 12-24 frames (as a clip), the idle
+# stretches between signs 10-40 (0.3-1.3 s). The model sees every FRAME_STEP-th frame, as the Bukva demo.
+VIDEO_FPS = 30
+FRAME_STEP = 2
+IDLE_FRAMES = (10, 40)
 
 
 @dataclass(frozen=True)
@@ -61,16 +74,91 @@ def synthetic_clips(split: str, count: int, seed: int, size: int) -> list[Synthe
 def render_video(rng: np.random.Generator, label: str, size: int) -> np.ndarray:
     # -> (L, S, S, 3) uint8 RGB, L in 12..24; the first draw of rng is the length (see SyntheticClip)
     length = int(rng.integers(12, 25))
+    if label == NO_EVENT:
+        background = _background(rng, size)
+        return np.stack([_camera(rng, background) for _ in range(length)])
     glyph, track = _glyph_and_track(rng, label, length)
     background = _background(rng, size)
+    return _render_sign(rng, background, glyph, track)
+
+
+@dataclass(frozen=True)
+class Sign:
+    """One sign of a continuous video: its class name and its frames [begin, end) in the video."""
+
+    label: str
+    begin: int
+    end: int
+
+
+@dataclass(frozen=True)
+class SyntheticVideo:
+    """One generated continuous video: `num_signs` signs in one scene. Frames are made on demand."""
+
+    seed: int
+    split: str
+    index: int
+    num_signs: int
+    size: int
+
+    @property
+    def name(self) -> str:
+        return f"synthetic/{self.split}/video-{self.index}"
+
+    @property
+    def fps(self) -> float:
+        return VIDEO_FPS
+
+    def render(self, min_frames: int = 0) -> tuple[np.ndarray, list[Sign]]:
+        # -> (L, S, S, 3) uint8 RGB frames, the signs in order
+        rng = np.random.default_rng([self.seed, SPLIT_STREAMS[self.split], self.index, VIDEO_STREAM])
+        return render_continuous(rng, self.size, self.num_signs, min_frames)
+
+
+def synthetic_videos(split: str, count: int, seed: int, size: int, num_signs: int = 5) -> list[SyntheticVideo]:
+    return [SyntheticVideo(seed, split, i, num_signs, size) for i in range(count)]
+
+
+def render_continuous(rng: np.random.Generator, size: int, num_signs: int, min_frames: int = 0) -> tuple[np.ndarray, list[Sign]]:
+    """A camera's view of someone signing: idle, sign, idle, sign, ..., idle, all in one scene (one
+    background, camera noise on every frame); each sign's class drawn at random (a letter may follow
+    itself, with idle between). The last idle stretch is lengthened to `min_frames` frames in all.
+    -> (L, S, S, 3) uint8 RGB, the signs in order."""
+    background = _background(rng, size)
+    frames: list[np.ndarray] = []
+    signs: list[Sign] = []
+
+    def idle(count: int) -> None:
+        frames.extend(_camera(rng, background) for _ in range(count))
+
+    idle(int(rng.integers(*IDLE_FRAMES, endpoint=True)))
+    for _ in range(num_signs):
+        label = SIGN_LABELS[int(rng.integers(len(SIGN_LABELS)))]
+        length = int(rng.integers(12, 25))
+        glyph, track = _glyph_and_track(rng, label, length)
+        signs.append(Sign(label, len(frames), len(frames) + length))
+        frames.extend(_render_sign(rng, background, glyph, track))
+        idle(int(rng.integers(*IDLE_FRAMES, endpoint=True)))
+    idle(max(0, min_frames - len(frames)))
+    return np.stack(frames), signs
+
+
+def _render_sign(rng: np.random.Generator, background: np.ndarray, glyph: str, track: np.ndarray) -> np.ndarray:
+    # -> (L, S, S, 3) uint8: the glyph along its track of L (x, y, radius) rows, in one colour
+    size = background.shape[0]
     colour = tuple(int(c) for c in rng.integers(170, 256, size=3))
     frames = []
     for x, y, radius in track:
         frame = background.copy()
         _draw_glyph(frame, glyph, (x * size, y * size), radius * size, colour)
-        noise = rng.normal(0, 8, frame.shape)
-        frames.append(np.clip(frame + noise, 0, 255).astype(np.uint8))
+        frames.append(_camera(rng, frame))
     return np.stack(frames)
+
+
+def _camera(rng: np.random.Generator, frame: np.ndarray) -> np.ndarray:
+    # (S, S, 3) float scene -> (S, S, 3) uint8: what the camera records of it, with its sensor noise
+    noise = rng.normal(0, 8, frame.shape)
+    return np.clip(frame + noise, 0, 255).astype(np.uint8)
 
 
 def _glyph_and_track(rng: np.random.Generator, label: str, length: int) -> tuple[str, np.ndarray]:

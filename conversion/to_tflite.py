@@ -39,6 +39,7 @@ from conversion.parity import HELD_OUT, ROUTE_FILES, UINT8_MIN_CLIPS, StageCheck
 from conversion.streaming import convert_streaming
 from conversion.tflite import ConverterSource, keras_converter, saved_model_converter, to_float32_tflite, to_uint8_tflite
 from runtime.clip import KerasRunner, OnnxRunner, SavedModelRunner, TFLiteRunner, TorchRunner
+from runtime.live import evaluate_live
 from tf_reference import from_torch_model
 from torch_tsm.cli import add_verbose_flag, run, setup, summary
 from torch_tsm.clips import data_module, load_clips, update_card
@@ -211,6 +212,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise FileNotFoundError(errno.ENOENT, "checkpoint not found", str(checkpoint))
     with reading(checkpoint, "checkpoint"):
         model = load_model(checkpoint)
+    if args.streaming and model.shift != "causal":
+        raise UserError(f"{checkpoint}: --streaming needs a model trained with --shift causal; this one has the {model.shift} shift, which looks at frames a live stream has not seen yet")
     card_path = checkpoint.parent / "model_card.json"
     if args.data is None and not card_path.is_file():
         raise UserError(f"{card_path}: not found; pass --data/--data-root for calibration clips")
@@ -229,6 +232,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"interrupted: no model written to {output}; run the same command again", file=sys.stderr)
         raise SystemExit(130) from None
     print(conversion_summary(output, figures, args.streaming))
+    if args.streaming and not figures["failed"] and config.get("data") == "synthetic" and Path(output) == checkpoint.parent:
+        # The live figures of the model a user ships: its letters on the built-in held-out continuous videos.
+        u8 = next(file for route, file in figures["files"].items() if route.endswith("u8"))
+        evaluate_live(Path(output) / u8)
     if figures["failed"]:
         u8 = next(file for route, file in figures["files"].items() if route.endswith("u8"))
         print(f"error: {Path(output) / u8}: written by --keep-failed-uint8, but it FAILED its parity check (model_card.json); do not ship it", file=sys.stderr)
@@ -259,7 +266,7 @@ def conversion_summary(output: Path, figures: dict, streaming: bool = False) -> 
         verdict += f"; uint8 agrees with PyTorch on {held_out['top1_agree']:.1%} of {held_out['clips']} held-out clips"
     rows.append(("parity", verdict))
     if streaming:
-        rows.append(("next", f"python -m runtime.predict VIDEO.mp4 --model {Path(output) / files[u8]}"))
+        rows.append(("next", f"tsm-web {Path(output)}   (the page, on your camera), or: tsm-predict --camera 0 --model {Path(output) / files[u8]}"))
     else:
         rows.append(("next", f"python -m runtime.evaluate --model {Path(output) / files[u8]}"))
     return summary("converted", rows)

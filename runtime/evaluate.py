@@ -37,7 +37,7 @@ from torch_tsm.cli import add_verbose_flag, run, setup, user_errors
 from torch_tsm.clips import data_module, read_card
 from torch_tsm.datamodule import DATA_KINDS, ClipDataModule
 from torch_tsm.datasets import ClipDataset
-from torch_tsm.errors import UserError
+from torch_tsm.errors import UserError, reading
 from torch_tsm.labels import check_label_count, read_labels
 from torch_tsm.metrics import accuracy_figures, pair_accuracy
 from torch_tsm.synthetic import DIRECTION_PAIRS
@@ -101,9 +101,26 @@ def load_models(paths: Sequence[Path], labels_file: Path | None = None) -> list[
         raise UserError(f"{', '.join(missing)}: model not found")
     models = []
     for name, path in zip(model_names(paths), paths):
-        runner = load_runner(path)
+        runner = load_clip_or_streaming_runner(path)
         models.append(Model(name, path, runner, model_labels(path, runner, labels_file)))
     return models
+
+
+def load_clip_or_streaming_runner(path: Path) -> Runner:
+    """A clip model's runner; for a streaming model file, its runner playing each clip as a stream from zero
+    buffers (the mean of its frames' logits: what the clip model computes), its clip length from the card."""
+    from runtime.predict import card_segments
+    from runtime.stream import is_streaming_file, load_stream_runner
+
+    if path.is_file():
+        with reading(path, "model"):
+            streaming = is_streaming_file(path)
+        if streaming:
+            with reading(path, "streaming model"):
+                runner = load_stream_runner(path)
+            runner.num_segments = card_segments(path)
+            return runner
+    return load_runner(path)
 
 
 def evaluation_data(model: Model, data: str | None = None, data_root: Path | None = None) -> ClipDataModule:

@@ -9,10 +9,11 @@ Every decoded frame is preprocessed exactly as in training (letterbox to the mod
 - --mode clip (any model file: checkpoint, ONNX, SavedModel, clip or streaming TFLite/ONNX): the clip
   model on the last T kept frames, every --stride kept frames: T backbone passes per prediction.
 - --mode stream (a streaming TFLite or ONNX model, or a checkpoint trained with --shift causal): each kept
-  frame goes through the backbone once; the prediction is the mean of the last --smooth frame logits.
-A sign enters the timeline once it has been the top class for --stable kept frames in a row (with a
-probability of at least --threshold), and is not `no_event`. The frames per second of the whole
-loop (decode + preprocess + model) are printed at the end.
+  frame goes through the backbone once and gives that frame's logits.
+The predictions become letters by the decision rule of torch_tsm.transcript (smoothing, frames to confirm,
+threshold), with the settings training chose and stored in the model card beside the model; the flags
+override them. The letters are printed with their times, then the transcript; the frames per second of
+the whole loop (decode + preprocess + model) at the end.
 """
 
 import argparse
@@ -34,8 +35,7 @@ from torch_tsm.cli import add_verbose_flag, setup, user_errors
 from torch_tsm.cli import run as run_command  # run() below is the loop
 from torch_tsm.errors import UserError, reading
 from torch_tsm.frames import FrameTransform
-
-NO_EVENT = "no_event"
+from torch_tsm.transcript import DecisionRule, Transcriber, softmax
 
 
 class PredictError(UserError):
@@ -58,8 +58,12 @@ class ClipPredictor:
 
     def __init__(self, runner, num_segments: int, stride: int) -> None:
         self.runner = runner  # clips (N, T, S, S, 3) uint8 -> (N, K)
-        self.window: deque[np.ndarray] = deque(maxlen=num_segments)
+        self.num_segments = num_segments
         self.stride = stride
+        self.reset()
+
+    def reset(self) -> None:
+        self.window: deque[np.ndarray] = deque(maxlen=self.num_segments)
         self.since_last = 0
 
     def __call__(self, frame: np.ndarray) -> np.ndarray | None:
@@ -73,24 +77,25 @@ class ClipPredictor:
 
 
 class StreamPredictor:
-    """A streaming model, one frame at a time; the prediction is the mean of the last `smooth` frame logits."""
+    """A streaming model, one frame at a time: each frame's own logits (the decision rule smooths them)."""
 
-    def __init__(self, runner, smooth: int) -> None:
+    def __init__(self, runner) -> None:
         self.runner = runner  # a runtime.stream.StreamRunner
-        self.buffers = runner.zero_buffers()
-        self.recent: deque[np.ndarray] = deque(maxlen=smooth)
+        self.reset()
+
+    def reset(self) -> None:
+        self.buffers = self.runner.zero_buffers()
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
-        # (S, S, 3) uint8 -> (K,) smoothed logits
+        # (S, S, 3) uint8 -> (K,) logits
         logits, self.buffers = self.runner.step(frame, self.buffers)
-        self.recent.append(logits)
-        return np.mean(self.recent, axis=0)
+        return logits
 
 
-def load(path: Path, mode: str | None, stride: int, smooth: int) -> LoadedModel:
+def load(path: Path, mode: str | None, stride: int) -> LoadedModel:
     """The predictor for any model file; `mode` None: stream for a streaming TFLite model, else clip."""
     from runtime.clip import TorchRunner, load_runner
-    from runtime.stream import TorchStreamRunner, is_streaming_onnx, is_streaming_tflite, load_stream_runner
+    from runtime.stream import TorchStreamRunner, is_streaming_file, load_stream_runner
     from torch_tsm.model import load_model
     from torch_tsm.streaming import StreamingTSM
 
@@ -106,17 +111,16 @@ def load(path: Path, mode: str | None, stride: int, smooth: int) -> LoadedModel:
                 runner = TorchStreamRunner(StreamingTSM(model), model.image_size)
             except ValueError as error:
                 raise PredictError(f"{path}: {error}") from error
-            return LoadedModel(StreamPredictor(runner, smooth or model.num_segments), model.labels, model.image_size, mode)
+            return LoadedModel(StreamPredictor(runner), model.labels, model.image_size, mode)
         return LoadedModel(ClipPredictor(TorchRunner(model), model.num_segments, stride), model.labels, model.image_size, mode)
     with reading(path, "model"):
-        streaming = (suffix == ".tflite" and is_streaming_tflite(path)) or (suffix == ".onnx" and is_streaming_onnx(path))
-        runner = load_stream_runner(path) if streaming else None
+        runner = load_stream_runner(path) if is_streaming_file(path) else None
     if runner is not None:
         mode = mode or "stream"
-        labels = labels_beside(path, runner.labels_count)
+        labels = labels_beside(path, runner.num_classes)
         # A streaming model runs clips too: T frames from zero buffers give the clip model's logits.
         num_segments = card_segments(path)
-        predictor = StreamPredictor(runner, smooth or num_segments) if mode == "stream" else ClipPredictor(runner, num_segments, stride)
+        predictor = StreamPredictor(runner) if mode == "stream" else ClipPredictor(runner, num_segments, stride)
         return LoadedModel(predictor, labels, runner.image_size, mode)
     if mode == "stream":
         raise PredictError(f"{path} is a clip model; --mode stream needs a streaming model (model_streaming*.tflite / .onnx, model_keras_streaming_*.tflite, or a checkpoint trained with --shift causal)")
@@ -152,10 +156,21 @@ def labels_beside(path: Path, count: int) -> list[str]:
     return [str(i) for i in range(count)]
 
 
+def card_beside(path: Path) -> dict:
+    """The model card beside a model file (model_card.json), or {} where there is none."""
+    card_path = path.parent / "model_card.json"
+    return json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+
+
+def decision_rule(path: Path) -> DecisionRule:
+    """The decision settings stored with the model (its card's "decision", chosen in training), else the defaults."""
+    return DecisionRule.from_dict(card_beside(path).get("decision", {}))
+
+
 def card_segments(path: Path) -> int:
     """T of a streaming model (its clip length in training), from the model card beside it."""
     card_path = path.parent / "model_card.json"
-    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    card = card_beside(path)
     sections = [*card.get("streaming", {}).values(), card.get("config", {})]  # streaming: one section a route
     segments = next((section["num_segments"] for section in sections if "num_segments" in section), None)
     if segments is None:
@@ -200,68 +215,68 @@ def read_frames(source: Source, max_frames: int | None) -> Iterator[tuple[float,
         index += 1
 
 
-# --- decisions -----------------------------------------------------------------------------------
+# --- decisions ----------------------------------------------------------------------------------
 
 
 @dataclass
-class Event:
+class Letter:
     label: str
-    start_s: float
-    end_s: float
-    confidence: float  # the highest probability while it lasted
+    time_s: float  # when it was printed: the frame that confirmed it
+    confidence: float  # its smoothed probability then
 
 
-class Timeline:
-    """Turns predictions into events: a sign enters once it has been on top for `stable` predictions,
-    and lasts while it stays there."""
+class Recognizer:
+    """A video's frames in, letters out: every `frame_step`-th frame preprocessed as in training and fed to
+    the model, its predictions decided by the rule. `shown`: the top class and its probability now."""
 
-    def __init__(self, labels: list[str], stable: int, threshold: float) -> None:
-        self.labels = labels
-        self.stable = stable
-        self.threshold = threshold
-        self.events: list[Event] = []
-        self.open: Event | None = None
-        self.candidate, self.run, self.run_start = -1, 0, 0.0
+    def __init__(self, loaded: LoadedModel, rule: DecisionRule, resize: str = "letterbox") -> None:
+        loaded.predictor.reset()  # a new video: a new stream
+        self.loaded = loaded
+        self.rule = rule
+        self.transform = FrameTransform(loaded.image_size, resize)
+        self.transcriber = Transcriber(loaded.labels, rule)
+        self.rng = np.random.default_rng(0)  # unused by the evaluation transform; its signature asks for one
+        self.frames = self.kept = 0
+        self.letters: list[Letter] = []
+        self.shown = ("", 0.0)
 
-    def update(self, time_s: float, logits: np.ndarray) -> Event | None:
-        """Takes (K,) logits, one per label; returns the event that this prediction starts, if any."""
-        probabilities = softmax(logits)
-        top = int(probabilities.argmax())
-        confident = probabilities[top] >= self.threshold
-        self.run = self.run + 1 if top == self.candidate and confident else int(confident)
-        if self.run <= 1:
-            self.run_start = time_s  # an event starts where its run of predictions started
-        self.candidate = top
-        label = self.labels[top]
-        if self.open is not None and self.open.label == label and confident:
-            self.open.end_s, self.open.confidence = time_s, max(self.open.confidence, float(probabilities[top]))
+    def __call__(self, rgb: np.ndarray, time_s: float) -> Letter | None:
+        # (h, w, 3) uint8 RGB frame of the video, its time -> the letter it prints, or None
+        self.frames += 1
+        if (self.frames - 1) % self.rule.frame_step:
             return None
-        self.open = None
-        if self.run >= self.stable and label != NO_EVENT:
-            self.open = Event(label, self.run_start, time_s, float(probabilities[top]))
-            self.events.append(self.open)
-            return self.open
-        return None
+        self.kept += 1
+        logits = self.loaded.predictor(self.transform([rgb], self.rng)[0])
+        if logits is None:
+            return None
+        printed = self.transcriber(logits)
+        top = int(self.transcriber.shown.argmax())
+        self.shown = (self.loaded.labels[top], float(self.transcriber.shown[top]))
+        if printed is None:
+            return None
+        self.letters.append(Letter(self.loaded.labels[printed], time_s, float(self.transcriber.shown[printed])))
+        return self.letters[-1]
 
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    # (K,) -> (K,)
-    exp = np.exp(logits - logits.max())
-    return exp / exp.sum()
+    @property
+    def transcript(self) -> list[str]:
+        return [letter.label for letter in self.letters]
 
 
 # --- drawing -------------------------------------------------------------------------------------
 
 
-def annotate(frame: np.ndarray, label: str, confidence: float) -> np.ndarray:
-    """The label and a confidence bar on a BGR frame. The text goes through Pillow with DejaVu Sans
-    (matplotlib's font), because OpenCV's fonts are ASCII only and Bukva's labels are Cyrillic."""
+def annotate(frame: np.ndarray, label: str, confidence: float, transcript: str = "") -> np.ndarray:
+    """The label and a confidence bar on a BGR frame, the transcript so far under the label. The text goes
+    through Pillow with DejaVu Sans (matplotlib's font), because OpenCV's fonts are ASCII only and Bukva's
+    labels are Cyrillic."""
     h, w = frame.shape[:2]
     cv2.rectangle(frame, (0, h - max(6, h // 20)), (int(w * confidence), h), (0, 200, 0), -1)
     size = max(10, h // 16)
-    strip = frame[: min(h, 2 * size + 8)]  # only the rows the text covers go through Pillow, once per frame
+    strip = frame[: min(h, 3 * size + 12)]  # only the rows the text covers go through Pillow, once per frame
     image = Image.fromarray(strip)  # white on black: the same in BGR as in RGB
-    ImageDraw.Draw(image).text((4, 2), f"{label} {confidence:.2f}", font=_font(size), fill=(255, 255, 255), stroke_width=1, stroke_fill=(0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    for row, text in enumerate((f"{label} {confidence:.2f}", transcript[-40:])):
+        draw.text((4, 2 + row * (size + 4)), text, font=_font(size), fill=(255, 255, 255), stroke_width=1, stroke_fill=(0, 0, 0))
     strip[:] = np.asarray(image)
     return frame
 
@@ -279,7 +294,8 @@ class Result:
     source: str
     model: str
     mode: str
-    events: list[Event]
+    decision: dict  # the rule's settings, as used
+    letters: list[Letter]
     frames: int
     seconds: float
 
@@ -287,52 +303,55 @@ class Result:
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds else 0.0
 
+    @property
+    def transcript(self) -> list[str]:
+        return [letter.label for letter in self.letters]
+
     def as_dict(self) -> dict:
-        return {**asdict(self), "fps": round(self.fps, 1)}
+        return {**asdict(self), "transcript": self.transcript, "fps": round(self.fps, 1)}
+
+
+def joined(labels: list[str]) -> str:
+    """A transcript as text: letters side by side, longer labels (the built-in classes) with spaces."""
+    return ("" if all(len(label) == 1 for label in labels) else " ").join(labels)
+
+
+def settings(args: argparse.Namespace) -> DecisionRule:
+    """The model's stored decision rule, each setting that a flag names replaced."""
+    stored = decision_rule(args.model)  # the card beside the file, or beside the SavedModel folder
+    flags = {name: getattr(args, name) for name in ("frame_step", "smooth", "confirm", "threshold") if getattr(args, name) is not None}
+    return DecisionRule.from_dict(stored.as_dict() | flags)
 
 
 def run(args: argparse.Namespace) -> Result:
-    loaded = load(args.model, args.mode, args.stride, args.smooth)
+    rule = settings(args)
+    loaded = load(args.model, args.mode, args.stride)
     source = open_source(args.video, args.camera)
-    transform = FrameTransform(loaded.image_size, args.resize)
-    rng = np.random.default_rng(0)  # unused by the evaluation transform; its signature asks for one
-    # --stable counts kept frames; clip mode predicts every --stride of them.
-    predictions_per_frame = 1 if loaded.mode == "stream" else 1 / args.stride
-    timeline = Timeline(loaded.labels, max(1, round(args.stable * predictions_per_frame)), args.threshold)
+    recognizer = Recognizer(loaded, rule, args.resize)
     writer = None
-    shown = ("", 0.0)
-    frames = kept = 0
     started = time.perf_counter()
     try:
         for time_s, bgr in read_frames(source, args.max_frames):
-            if frames % args.frame_step == 0:
-                square = transform([cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)], rng)[0]  # (S, S, 3) uint8 RGB
-                logits = loaded.predictor(square)
-                kept += 1
-                if logits is not None:
-                    started_event = timeline.update(time_s, logits)
-                    probabilities = softmax(logits)
-                    shown = (loaded.labels[int(probabilities.argmax())], float(probabilities.max()))
-                    if started_event and args.camera is not None and not args.json:
-                        print(f"{_clock(time_s)}  {started_event.label}  {started_event.confidence:.2f}", flush=True)
+            letter = recognizer(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), time_s)
+            if letter is not None and args.camera is not None and not args.json:
+                print(f"{_clock(time_s)}  {letter.label}  {letter.confidence:.2f}   {joined(recognizer.transcript)}", flush=True)
             if args.output:
                 writer = writer or _writer(args.output, source, bgr)
-                writer.write(annotate(bgr, *shown))
-            frames += 1
+                writer.write(annotate(bgr, *recognizer.shown, joined(recognizer.transcript)))
     except KeyboardInterrupt:
         pass  # a camera runs until interrupted
     finally:
         source.capture.release()
         if writer is not None:
             writer.release()
-    if frames == 0:
+    if recognizer.frames == 0:
         raise PredictError(f"{source.name}: holds no decodable frame")
-    if loaded.mode == "clip" and kept < loaded.predictor.window.maxlen:
+    if loaded.mode == "clip" and recognizer.kept < loaded.predictor.num_segments:
         raise PredictError(
-            f"{source.name}: only {kept} frames at --frame-step {args.frame_step}, the model needs {loaded.predictor.window.maxlen} per clip; "
+            f"{source.name}: only {recognizer.kept} frames at --frame-step {rule.frame_step}, the model needs {loaded.predictor.num_segments} per clip; "
             "lower --frame-step or use --mode stream"
         )
-    return Result(source.name, str(args.model), loaded.mode, timeline.events, frames, time.perf_counter() - started)
+    return Result(source.name, str(args.model), loaded.mode, rule.as_dict(), recognizer.letters, recognizer.frames, time.perf_counter() - started)
 
 
 def _writer(path: Path, source: Source, frame: np.ndarray) -> cv2.VideoWriter:
@@ -348,9 +367,10 @@ def _clock(seconds: float) -> str:
 
 
 def print_result(result: Result) -> None:
-    print(f"{result.source}: {len(result.events)} sign(s), {result.mode} mode")
-    for event in result.events:
-        print(f"  {_clock(event.start_s)} - {_clock(event.end_s)}  {event.label}  {event.confidence:.2f}")
+    print(f"{result.source}: {len(result.letters)} letter(s), {result.mode} mode")
+    for letter in result.letters:
+        print(f"  {_clock(letter.time_s)}  {letter.label}  {letter.confidence:.2f}")
+    print(f"transcript: {joined(result.transcript)}")
     print(f"{result.frames} frames in {result.seconds:.2f} s: {result.fps:.1f} frames/s (decode + preprocess + model)")
 
 
@@ -360,11 +380,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--camera", type=int, help="run live on camera N instead of a video")
     parser.add_argument("--model", type=Path, required=True, help="checkpoint, SavedModel folder, clip or streaming .onnx / .tflite")
     parser.add_argument("--mode", choices=("clip", "stream"), help="default: stream for a streaming model file, clip otherwise")
-    parser.add_argument("--frame-step", type=int, default=2, help="feed every N-th decoded frame to the model")
-    parser.add_argument("--stride", type=int, default=2, help="clip mode: a prediction every N kept frames")
-    parser.add_argument("--smooth", type=int, default=0, help="stream mode: mean over the last N frame logits (default: T)")
-    parser.add_argument("--stable", type=int, default=8, help="kept frames a sign must stay on top before it enters the timeline")
-    parser.add_argument("--threshold", type=float, default=0.5, help="minimum probability of a sign")
+    parser.add_argument("--stride", type=int, default=1, help="clip mode: a prediction every N kept frames")
+    rule = parser.add_argument_group("decision rule (default: the model card's, chosen in training; else torch_tsm.transcript's)")
+    rule.add_argument("--frame-step", type=int, help="feed every N-th decoded frame to the model")
+    rule.add_argument("--smooth", type=int, help="decide on the mean probabilities of the last N predictions")
+    rule.add_argument("--confirm", type=int, help="predictions a class must stay on top to be decided")
+    rule.add_argument("--threshold", type=float, help="the least mean probability of a decided class")
     parser.add_argument("--resize", choices=("letterbox", "crop"), default="letterbox", help="as in training")
     parser.add_argument("--output", type=Path, help="write the video annotated with label and confidence (.mp4)")
     parser.add_argument("--max-frames", type=int, help="stop after N decoded frames")
@@ -373,8 +394,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if (args.video is None) == (args.camera is None):
         parser.error("give either VIDEO or --camera N")
-    if min(args.frame_step, args.stride, args.stable) < 1:
-        parser.error("--frame-step, --stride and --stable must be at least 1")
+    if min(value for value in (args.frame_step, args.stride, args.smooth, args.confirm, 1) if value is not None) < 1:
+        parser.error("--frame-step, --stride, --smooth and --confirm must be at least 1")
     return args
 
 

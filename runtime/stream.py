@@ -95,7 +95,7 @@ class OnnxStreamRunner(StreamRunner):
         self.names = [i.name for i in inputs]
         self.buffer_shapes = [tuple(i.shape) for i in inputs[1:]]
         self.image_size = inputs[0].shape[2]  # frame (1, 3, H, W)
-        self.labels_count = self.session.get_outputs()[0].shape[-1]  # logits (1, K)
+        self.num_classes = self.session.get_outputs()[0].shape[-1]  # logits (1, K)
 
     def zero_buffers(self) -> list[np.ndarray]:
         return [np.zeros(shape, np.float32) for shape in self.buffer_shapes]
@@ -144,7 +144,7 @@ class StreamingTFLiteRunner(StreamRunner):
             raise ValueError(f"{path} is not a streaming model (its signature has no 'frame' input and 'logits' output)")
         self.num_buffers = len(self.inputs) - 1
         self.image_size = int(self.inputs["frame"]["shape"][1])
-        self.labels_count = int(self.outputs["logits"]["shape"][-1])
+        self.num_classes = int(self.outputs["logits"]["shape"][-1])
 
     def zero_buffers(self) -> list[np.ndarray]:
         # The quantized zero of each buffer: its zero point (zero is exactly representable).
@@ -160,6 +160,12 @@ class StreamingTFLiteRunner(StreamRunner):
 def load_stream_runner(path: Path) -> StreamRunner:
     """The runner for a streaming model file: .onnx or .tflite."""
     return OnnxStreamRunner(path) if path.suffix == ".onnx" else StreamingTFLiteRunner(path)
+
+
+def is_streaming_file(path: Path) -> bool:
+    """Whether a model file is a streaming model (.onnx or .tflite with a `frame` input beside buffers)."""
+    suffix = path.suffix.lower()
+    return (suffix == ".tflite" and is_streaming_tflite(path)) or (suffix == ".onnx" and is_streaming_onnx(path))
 
 
 def is_streaming_onnx(path: Path) -> bool:

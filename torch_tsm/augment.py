@@ -37,11 +37,13 @@ class ClipAugmentation:
     photometric: bool = False
     blur: bool = False
 
-    def __call__(self, clip: np.ndarray, label: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-        # (T, S, S, 3) uint8 -> (T, S, S, 3) uint8, and the label of what the clip now shows
+    def __call__(self, clip: np.ndarray, label: int | np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int | np.ndarray]:
+        # (T, S, S, 3) uint8 -> (T, S, S, 3) uint8, and the label of what the clip now shows; or, for a
+        # sequence, (T,) labels of its frames (negative: no label) -> those of the frames now
         if self.flip and rng.random() < FLIP_CHANCE:
             clip = mirror(clip)
-            label = self.mirrored[label] if self.mirrored else label
+            if self.mirrored:
+                label = np.where(label >= 0, np.asarray(self.mirrored)[np.maximum(label, 0)], label) if isinstance(label, np.ndarray) else self.mirrored[label]
         clip = np.ascontiguousarray(clip)
         if self.blur and rng.random() < BLUR_CHANCE:
             clip = defocus(clip, rng.uniform(*BLUR_SIGMA) * clip.shape[1])

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.accelerators import CUDAAccelerator
+from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, DistributedSampler
 
 from torch_tsm.augment import ClipAugmentation, mirror_map
@@ -12,12 +13,14 @@ from torch_tsm.datasets import ClipDataset, collate_clips, frame_folder_labels, 
 from torch_tsm.errors import UserError
 from torch_tsm.frames import FrameTransform
 from torch_tsm.labels import BUKVA_LABELS
-from torch_tsm.synthetic import MIRRORED_CLASSES, SYNTHETIC_LABELS, synthetic_clips
+from torch_tsm.sequences import SequenceDataset
+from torch_tsm.synthetic import FRAME_STEP, MIRRORED_CLASSES, SYNTHETIC_LABELS, synthetic_clips, synthetic_videos
 
 DATA_KINDS = ("synthetic", "bukva", "frames")
 FLIP_PAIRS = {"synthetic": MIRRORED_CLASSES}
 PHOTOMETRIC_DEFAULT = True
 BLUR_DEFAULT = True
+VALIDATION_SEQUENCES = 100  # windows of held-out continuous videos, for the per-frame validation accuracy
 
 
 class EpochSampler(DistributedSampler):
@@ -29,7 +32,7 @@ class EpochSampler(DistributedSampler):
     also tells the clips which epoch it is, for their random frames, crops and flips.
     """
 
-    def __init__(self, dataset: ClipDataset, num_replicas: int, rank: int, seed: int) -> None:
+    def __init__(self, dataset: ClipDataset | SequenceDataset, num_replicas: int, rank: int, seed: int) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
         self.skip = 0  # indices of the current epoch already trained on (a resumed run)
 
@@ -62,6 +65,8 @@ class ClipDataModule(pl.LightningDataModule):
         seed: int = 0,
         synthetic_sizes: tuple[int, int] = (1600, 400),
         bukva_source: str = "trimmed",
+        stream_training: bool = False,
+        sequence_batch_size: int | None = None,  # None: half the clips' batch
     ) -> None:
         super().__init__()
         if data not in DATA_KINDS:
@@ -85,6 +90,11 @@ class ClipDataModule(pl.LightningDataModule):
         self.seed = seed
         self.synthetic_sizes = synthetic_sizes
         self.bukva_source = bukva_source
+        # A causal model trains on windows of continuous video too, a loss on every frame (torch_tsm.sequences),
+        # beside the clips: each step a batch of each.
+        self.stream_training = stream_training
+        self.sequence_batch_size = sequence_batch_size or max(2, batch_size // 2)
+        self.frame_step = FRAME_STEP
         self.skipped: dict[str, int] = {}
         self.resume_at: tuple[int, int] | None = None  # (epoch, batches done) from a mid-epoch checkpoint
 
@@ -108,29 +118,56 @@ class ClipDataModule(pl.LightningDataModule):
         self.skipped[split] = len(report.problems)
         return clips
 
+    def videos(self, split: str, count: int, num_signs: int = 5) -> list:
+        """`count` continuous videos of `split` ('train', 'val', or 'test': held out from choosing the decision rule)."""
+        if self.data != "synthetic":
+            raise UserError(f"--data {self.data}: continuous videos are built in for --data synthetic only")
+        return synthetic_videos(split, count, self.seed, self.image_size, num_signs)
+
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit"):
             self.train_set = self.dataset("train", train=True)
+            if self.stream_training:
+                # as many batches of windows as of clips: each training step takes one of each
+                count = max(1, len(self.train_set) // self.batch_size) * self.sequence_batch_size
+                self.train_sequences = self.sequence_dataset(self.videos("train", count, num_signs=2), train=True)
         self.val_set = self.dataset("val", train=False)
+        if self.stream_training:
+            self.val_sequences = self.sequence_dataset(self.videos("val", VALIDATION_SEQUENCES, num_signs=2), train=False)
+
+    def sequence_dataset(self, videos: list, train: bool) -> SequenceDataset:
+        transform = FrameTransform(self.image_size, self.resize, train=train)
+        augmentation = ClipAugmentation(self.flip, mirror_map(self.flip_pairs, self.labels), self.photometric, self.blur) if train else None
+        return SequenceDataset(videos, self.labels, self.frame_step, transform, self.seed, augmentation)
 
     def dataset(self, split: str, train: bool) -> ClipDataset:
         transform = FrameTransform(self.image_size, self.resize, train=train)
         augmentation = ClipAugmentation(self.flip, mirror_map(self.flip_pairs, self.labels), self.photometric, self.blur) if train else None
         return ClipDataset(self.clips(split), self.num_segments, transform, self.seed, augmentation)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | CombinedLoader:
+        clips = self._loader(self.train_set, self._sampler(self.train_set, self.batch_size), self.batch_size, collate_clips)
+        if not self.stream_training:
+            return clips
+        sequences = self._loader(self.train_sequences, self._sampler(self.train_sequences, self.sequence_batch_size), self.sequence_batch_size)
+        return CombinedLoader({"clips": clips, "sequences": sequences}, mode="min_size")
+
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        clips = self._loader(self.val_set, None, self.batch_size, collate_clips)
+        if not self.stream_training:
+            return clips
+        return [clips, self._loader(self.val_sequences, None, self.sequence_batch_size)]
+
+    def _sampler(self, dataset: ClipDataset | SequenceDataset, batch_size: int) -> EpochSampler:
         trainer = self.trainer
-        sampler = EpochSampler(self.train_set, trainer.world_size if trainer else 1, trainer.global_rank if trainer else 0, self.seed)
+        sampler = EpochSampler(dataset, trainer.world_size if trainer else 1, trainer.global_rank if trainer else 0, self.seed)
         if self.resume_at is not None:
             # Set before Lightning first iterates the loader (workers start drawing at once), and it does
             # not call on_train_epoch_start for an epoch resumed mid-way.
             epoch, batches = self.resume_at
             sampler.set_epoch(epoch)
-            sampler.skip = batches * self.batch_size
-        return self._loader(self.train_set, sampler)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set)
+            sampler.skip = batches * batch_size
+        return sampler
 
     def state_dict(self) -> dict:
         """Saved in every checkpoint: where in its epoch the training order stands."""
@@ -146,13 +183,13 @@ class ClipDataModule(pl.LightningDataModule):
         if state:
             self.resume_at = (state["epoch"], state["batches_done"])
 
-    def _loader(self, dataset: ClipDataset, sampler: EpochSampler | None = None) -> DataLoader:
+    def _loader(self, dataset: ClipDataset | SequenceDataset, sampler: EpochSampler | None, batch_size: int, collate_fn=None) -> DataLoader:
         workers = self.num_workers > 0
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=batch_size,
             sampler=sampler,
-            drop_last=sampler is not None and len(dataset) > self.batch_size,  # BatchNorm needs more than one clip
+            drop_last=sampler is not None and len(dataset) > batch_size,  # BatchNorm needs more than one clip
             num_workers=self.num_workers,
             persistent_workers=workers,
             # Two batches ready per worker: with 16 workers, 32 batches hide a slow video, and at batch 64
@@ -160,5 +197,5 @@ class ClipDataModule(pl.LightningDataModule):
             prefetch_factor=2 if workers else None,
             # Page-locked batches copy to the GPU asynchronously; pointless (and costly) without one.
             pin_memory=self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator),
-            collate_fn=collate_clips,
+            collate_fn=collate_fn,
         )

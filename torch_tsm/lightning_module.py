@@ -1,4 +1,8 @@
-"""The LightningModule: the model, the loss, the metrics and the optimizer schedule."""
+"""The LightningModule: the model, the losses, the metrics and the optimizer schedule.
+
+A batch is a batch of clips (one label each, decided by the mean of their frames' logits), or, for a causal
+model trained for the stream, a dict of such a batch and one of windows of continuous video with a target
+for every frame (torch_tsm.sequences); the two losses are added."""
 
 import math
 
@@ -8,6 +12,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from torch_tsm.model import build_model
+from torch_tsm.sequences import IGNORE
 
 OPTIMIZERS = ("adamw", "sgd")
 
@@ -41,6 +46,8 @@ class TSMClassifier(pl.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_top3 = MulticlassAccuracy(num_classes, top_k=min(3, num_classes), average="micro")
+        self.train_frame_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE)
+        self.val_frame_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE)
 
     def forward(self, clips: Tensor) -> Tensor:
         # (N, T, 3, H, W) uint8 or float pixels -> (N, K); the loader sends uint8, cast here on the device
@@ -71,27 +78,49 @@ class TSMClassifier(pl.LightningModule):
             torch.set_rng_state(self.resumed_rng_state)
             self.resumed_rng_state = None
 
-    def training_step(self, batch: tuple[Tensor, Tensor] | None, batch_index: int) -> Tensor | None:
-        if batch is None:  # every clip of the batch failed to decode (already reported)
+    def frame_logits_and_targets(self, sequences: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        # ((N, L, 3, H, W), (N, L)) -> (N*L, K) frame logits, (N*L,) targets; the first D frames of each window,
+        # whose outputs depend on frames before it, left out (one frame back per shifted block)
+        frames, targets = sequences
+        logits = self.model.frame_logits(frames.float())
+        targets = targets.clone()
+        targets[:, : len(self.model.shifted_blocks())] = IGNORE
+        return logits.flatten(0, 1), targets.flatten()
+
+    def training_step(self, batch: tuple | dict | None, batch_index: int) -> Tensor | None:
+        clips, sequences = (batch["clips"], batch["sequences"]) if isinstance(batch, dict) else (batch, None)
+        losses = []
+        if clips is not None:  # None: every clip of the batch failed to decode (already reported)
+            logits = self(clips[0])
+            losses.append(nn.functional.cross_entropy(logits, clips[1]))
+            self.train_acc(logits, clips[1])
+            self.log("train_acc", self.train_acc, prog_bar=True, on_step=False, on_epoch=True)
+        if sequences is not None:
+            logits, targets = self.frame_logits_and_targets(sequences)
+            losses.append(nn.functional.cross_entropy(logits, targets, ignore_index=IGNORE))
+            self.train_frame_acc(logits, targets)
+            self.log("train_frame_acc", self.train_frame_acc, on_step=False, on_epoch=True)
+        if not losses:
             return None
-        clips, labels = batch
-        logits = self(clips)
-        loss = nn.functional.cross_entropy(logits, labels)
-        self.train_acc(logits, labels)
+        loss = sum(losses)
         self.log("train_loss", loss, prog_bar=True)
-        self.log("train_acc", self.train_acc, prog_bar=True, on_step=False, on_epoch=True)
         return loss
 
-    def validation_step(self, batch: tuple[Tensor, Tensor] | None, batch_index: int) -> None:
+    def validation_step(self, batch: tuple[Tensor, Tensor] | None, batch_index: int, dataloader_idx: int = 0) -> None:
         if batch is None:
+            return
+        if dataloader_idx == 1:  # windows of continuous video: the accuracy of every frame in the loss
+            logits, targets = self.frame_logits_and_targets(batch)
+            self.val_frame_acc(logits, targets)
+            self.log("val_frame_acc", self.val_frame_acc, prog_bar=True, add_dataloader_idx=False)
             return
         clips, labels = batch
         logits = self(clips)
         self.val_acc(logits, labels)
         self.val_top3(logits, labels)
-        self.log("val_loss", nn.functional.cross_entropy(logits, labels), prog_bar=True, sync_dist=True)
-        self.log("val_acc", self.val_acc, prog_bar=True)
-        self.log("val_top3", self.val_top3)
+        self.log("val_loss", nn.functional.cross_entropy(logits, labels), prog_bar=True, sync_dist=True, add_dataloader_idx=False)
+        self.log("val_acc", self.val_acc, prog_bar=True, add_dataloader_idx=False)
+        self.log("val_top3", self.val_top3, add_dataloader_idx=False)
 
     def configure_optimizers(self):
         hp = self.hparams

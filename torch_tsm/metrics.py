@@ -1,13 +1,19 @@
-"""Figures computed from a model's logits on a labelled dataset."""
+"""Figures computed from a model's logits on a labelled dataset, and on continuous videos."""
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from torch_tsm.datasets import ClipDataset, collate_clips
+from torch_tsm.frames import FrameTransform
 from torch_tsm.model import MobileNetV2TSM
 from torch_tsm.streaming import StreamingTSM
+from torch_tsm.synthetic import SyntheticVideo
+from torch_tsm.transcript import VideoTruth, softmax
+
+LIVE_VIDEOS = 40  # continuous videos of 5 signs: the 200 signs behind the live figures of a card
 
 
 @torch.no_grad()
@@ -54,3 +60,20 @@ def pair_accuracy(logits: Tensor, labels: Tensor, names: list[str], pairs: list[
         correct += int((chosen == labels[members]).sum())
         total += int(members.sum())
     return correct / max(1, total)
+
+
+@torch.no_grad()
+def stream_probabilities(model: MobileNetV2TSM, videos: list[SyntheticVideo], frame_step: int) -> list[tuple[VideoTruth, np.ndarray, np.ndarray]]:
+    """Each video's truth, (L, K) probabilities of its L kept frames (every `frame_step`-th from the first) as
+    a causal model's live stream gives them, and their frame numbers. The stream over a video is computed as
+    the model on all its kept frames as one clip (frame_logits): what the streaming model computes frame by frame."""
+    transform = FrameTransform(model.image_size)
+    results = []
+    for video in videos:
+        frames, signs = video.render()
+        kept = np.arange(0, len(frames), frame_step)
+        pixels = transform([frames[k] for k in kept], np.random.default_rng(0))  # evaluation: no randomness drawn
+        logits = model.frame_logits(torch.from_numpy(pixels).permute(0, 3, 1, 2)[None].float())[0]
+        truth = VideoTruth([(sign.label, sign.begin, sign.end) for sign in signs], len(frames), video.fps)
+        results.append((truth, softmax(logits.numpy()), kept))
+    return results

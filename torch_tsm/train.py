@@ -27,10 +27,11 @@ from torch_tsm.errors import UserError
 from torch_tsm.frames import RESIZE_MODES
 from torch_tsm.labels import write_labels
 from torch_tsm.lightning_module import OPTIMIZERS, TSMClassifier
-from torch_tsm.metrics import accuracy_figures, pair_accuracy, predict_logits
+from torch_tsm.metrics import LIVE_VIDEOS, accuracy_figures, pair_accuracy, predict_logits, stream_probabilities
 from torch_tsm.model import load_model
 from torch_tsm.shift import SHIFT_MODES
 from torch_tsm.synthetic import DIRECTION_PAIRS
+from torch_tsm.transcript import choose_rule, live_figures, printed_letters
 
 # The built-in data trains until its model is ready to convert: stopped at 98%, its uint8 model agreed with
 # it on 100% of the held-out clips over 3 seeds x 2 instruction sets (README, "Across CPUs and seeds"). A
@@ -60,12 +61,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--photometric", action=argparse.BooleanOptionalAction, help="random brightness, contrast, saturation and hue in training (default: on)")
     data.add_argument("--blur", action=argparse.BooleanOptionalAction, help="a random defocus blur on half the training clips (default: on)")
     data.add_argument("--synthetic-clips", type=int, nargs=2, default=(1600, 400), metavar=("TRAIN", "VAL"))
+    data.add_argument("--stream-training", action=argparse.BooleanOptionalAction,
+                      help="train on windows of continuous video too, a loss on every frame, so that the live stream decides as well as clips (default: on for a causal model on the built-in data)")
+    data.add_argument("--sequence-batch-size", type=int, help="windows of continuous video per step, beside --batch-size clips (default: half of it)")
     data.add_argument("--num-workers", type=int, help="DataLoader worker processes (default: every usable core)")
     model = parser.add_argument_group("model")
     model.add_argument("--num-segments", type=int, default=8)
     model.add_argument("--image-size", type=int, default=64)
     model.add_argument("--width-mult", type=float, default=0.5)
-    model.add_argument("--shift", choices=SHIFT_MODES, default="bidirectional")
+    model.add_argument("--shift", choices=SHIFT_MODES, default="causal", help="causal: the one-way shift a live stream can run (default); bidirectional: the paper's offline shift; none: TSN")
     model.add_argument("--pretrained", help="'imagenet' (torchvision weights, width 1.0), a local state-dict file, or a training checkpoint of ours to fine-tune (e.g. at a larger --image-size)")
     training = parser.add_argument_group("training")
     training.add_argument("--output", type=Path, help="run folder (default: models/<data>-<shift>-<time>)")
@@ -110,6 +114,15 @@ def stop_accuracy(args: argparse.Namespace) -> float | None:
     return DEMO_UNTIL_ACCURACY if args.data == "synthetic" else None
 
 
+def stream_training(args: argparse.Namespace) -> bool:
+    """--stream-training, else on for a causal model on the built-in data (the data with continuous videos)."""
+    if args.stream_training is not None:
+        if args.stream_training and args.shift != "causal":
+            raise UserError(f"--stream-training needs --shift causal: a {args.shift} shift cannot run as a live stream")
+        return args.stream_training
+    return args.shift == "causal" and args.data == "synthetic"
+
+
 def run_folder(args: argparse.Namespace) -> Path:
     if args.output is not None:
         output = args.output
@@ -136,6 +149,7 @@ def data_module(args: argparse.Namespace) -> ClipDataModule:
             args.data, args.data_root, args.num_segments, args.image_size, args.batch_size, args.num_workers,
             args.resize, args.flip, flip_pairs, args.photometric, args.blur,
             seed=args.seed, synthetic_sizes=tuple(args.synthetic_clips), bukva_source=args.bukva_source,
+            stream_training=stream_training(args), sequence_batch_size=args.sequence_batch_size,
         )
     except ValueError as error:  # its check of --data and --data-root: options, not a bug
         raise UserError(f"{args.data_root or '--data-root'}: {error}") from error
@@ -212,8 +226,20 @@ def write_model_card(output: Path, args: argparse.Namespace, data: ClipDataModul
         "skipped_clips": data.skipped,
         "training": {"seconds": round(seconds, 1), "steps": steps, "epochs": epochs, "cpu_threads": os.cpu_count()},
     }
+    if model.shift == "causal" and data.data == "synthetic":
+        card["decision"], card["live"] = live_card(model, data)
     (output / "model_card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
     return card
+
+
+def live_card(model, data: ClipDataModule) -> tuple[dict, dict]:
+    """The decision rule chosen on the validation videos (with its figures there), and the live figures of the
+    float model's stream on the held-out test videos with it, as the card's "decision" and "live" (runtime.live
+    adds those of other model files beside "best.ckpt")."""
+    rule, chosen_on = choose_rule(stream_probabilities(model, data.videos("val", LIVE_VIDEOS), data.frame_step), data.labels, data.frame_step)
+    test = stream_probabilities(model, data.videos("test", LIVE_VIDEOS), data.frame_step)
+    figures = live_figures([(truth, printed_letters(p, kept, truth.fps, data.labels, rule)) for truth, p, kept in test])
+    return rule.as_dict() | {"chosen_on_validation": chosen_on}, {"best.ckpt": {"stream": figures}}
 
 
 def training_summary(output: Path, card: dict) -> str:
@@ -224,6 +250,11 @@ def training_summary(output: Path, card: dict) -> str:
         figures += f"; within the direction pairs {validation['direction_pair_accuracy']:.1%}"
     if "stream_accuracy" in validation:
         figures += f"; as a live stream {validation['stream_accuracy']:.1%}"
+    live = card.get("live", {}).get(card["checkpoint"], {}).get("stream")
+    if live:
+        latency = live["latency_s"]["median"] if live["latency_s"] else float("nan")
+        figures += (f"\nlive: {live['letter_accuracy']:.1%} letter accuracy on {live['signs']} signed letters of {live['videos']} held-out videos, "
+                    f"{live['false_events_per_idle_minute']:.1f} false letters per idle minute, median latency {latency:.2f} s")
     threshold, epochs = card["config"]["until_accuracy"], card["training"]["epochs"]
     if threshold is None:
         stopped = f"{epochs} epochs"

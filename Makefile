@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 RUN := $(BIN)/python
 EXTRAS ?= dev,bench
 
-.PHONY: demo test test-avx2 wheel-check bench bench-compare full-size-parity fixture-model install clean
+.PHONY: demo test docs test-avx2 wheel-check bench bench-compare full-size-parity fixture-model install clean
 
 $(BIN)/python:
 	@if [ -z "$(PYTHON)" ]; then \
@@ -52,7 +52,12 @@ demo: install
 PASSIVE := OMP_WAIT_POLICY=passive
 
 test: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	$(PASSIVE) $(RUN) -m pytest -q
+
+# The documentation site from docs/ and mkdocs.yml into site/ (make test builds it too, --strict: a broken link fails).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # The part of the suite whose figures move with the CPU's arithmetic, again with PyTorch's three CPU libraries
 # held to AVX2 (ATen's kernels, oneDNN's convolutions, MKL's matrix products): a short training run against its
@@ -101,4 +106,4 @@ fixture-model: install
 	$(PASSIVE) $(RUN) -m tests.fixture_model
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info runtime/web_page/node_modules
+	rm -rf $(VENV) build dist site *.egg-info runtime/web_page/node_modules

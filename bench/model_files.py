@@ -13,8 +13,8 @@ from bench.common import Report, Row, Settings, markdown_table, run_alone
 from bench.models import benchmark_models
 from conversion.inspect import inspect_tflite
 
-ORIGINAL = Path(__file__).resolve().parents[2] / "shared" / "seed" / "mobilenetv2-tsm-uint8.tflite"
-BUKVA_ONNX_MB = 9.1  # the Bukva authors' float32 ONNX model (anchors.md); not on this machine
+ORIGINAL = Path(__file__).resolve().parents[1] / "tests" / "data" / "original-project-uint8.tflite"  # docs/background.md
+BUKVA_ONNX_MB = 9.1  # the Bukva authors' float32 ONNX model (docs/background.md); not on this machine
 
 
 def stock_litert_error(path: Path) -> str | None:

@@ -1,4 +1,4 @@
-"""The parity contract (../shared/docs/parity.md): measures, bounds, the route table, and its CLI.
+"""The parity contract (docs/parity.md): measures, bounds, the route table, and its CLI.
 
     python -m conversion.parity MODEL_DIR
 

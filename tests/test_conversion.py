@@ -26,7 +26,7 @@ from torch_tsm.clips import held_out_clips, read_card
 from torch_tsm.model import MobileNetV2TSM, load_model
 from torch_tsm.synthetic import SYNTHETIC_LABELS
 
-ORIGINAL_MODEL = Path(__file__).resolve().parents[2] / "shared" / "seed" / "mobilenetv2-tsm-uint8.tflite"
+ORIGINAL_MODEL = Path(__file__).resolve().parent / "data" / "original-project-uint8.tflite"  # docs/background.md
 OUTPUTS = [*parity.ROUTE_FILES.values(), "labels.txt"]
 
 
@@ -96,9 +96,7 @@ def test_inspect_refuses_models_a_stock_litert_cannot_run(undeployable_tflite, n
 
 
 def test_inspect_names_the_original_projects_flex_ops(capsys):
-    # An extra check where the original model's file is at hand (outside the repository).
-    if not ORIGINAL_MODEL.is_file():
-        pytest.skip(f"{ORIGINAL_MODEL} not present")
+    # The original project's uint8 model, kept in tests/data (docs/background.md).
     assert inspect_main([str(ORIGINAL_MODEL)]) == 1
     report = capsys.readouterr().out
     assert "20 FlexRoll" in report and "30 DEQUANTIZE" in report and "dynamic-shape ops" in report

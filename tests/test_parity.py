@@ -1,4 +1,4 @@
-"""The parity contract (../shared/docs/parity.md): every route computes what the PyTorch model computes.
+"""The parity contract (docs/parity.md): every route computes what the PyTorch model computes.
 
 `pytest -m parity` runs this file alone; `make test` runs it too, on small models. Bounds come from
 conversion.parity, their one definition; the first tests below pin them to the contract's numbers and
@@ -36,7 +36,7 @@ WRONG = 20  # the crafted reference is wrong on its first 20 clips: accuracy 90%
 
 
 def test_bounds_are_the_contracts_numbers():
-    # ../shared/docs/parity.md and README (Parity), written out here rather than read from parity.py
+    # docs/parity.md (Bounds), written out here rather than read from parity.py
     assert parity.FLOAT_MAX_ABS_NORMALIZED == 1e-4
     assert parity.FLOAT_TOP1_AGREE == 1.0
     assert parity.UINT8_TOP1_AGREE == 0.98

@@ -1,4 +1,4 @@
-"""The Keras reference model against the PyTorch model it is loaded from (bounds: ../shared/docs/parity.md)."""
+"""The Keras reference model against the PyTorch model it is loaded from (bounds: docs/parity.md)."""
 
 import keras
 import numpy as np

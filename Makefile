@@ -42,10 +42,13 @@ $(LITERTJS): runtime/web_page/package.json
 
 install: $(VENV)/.installed $(LITERTJS)
 
-# Train on the built-in data, then convert the new model and print its parity table.
+# Train a live model on the built-in data (the causal shift, trained on clips and on continuous video), convert it
+# as a clip model and as a streaming model, uint8, each checked against PyTorch; the streaming model's letters on
+# held-out continuous videos, and how to open it on a camera (tsm-web).
 demo: install
 	$(RUN) -m torch_tsm.train
 	$(RUN) -m conversion.to_tflite
+	$(RUN) -m conversion.to_tflite --streaming
 
 # Passive OpenMP waits: tests and benchmarks run PyTorch beside TensorFlow / LiteRT in one process, and
 # PyTorch's idle OpenMP workers otherwise spin and starve the other runtime's threads on 2 cores.

@@ -80,7 +80,7 @@ def test_the_rule_prints_a_held_sign_once_and_a_repeated_one_twice():
     # a held for 6 frames: one letter; a blip of b for one frame: not confirmed; idle, then a again: a second letter.
     frames = [0, 0, 1, 1, 1, 1, 1, 1, 2, 1, 1, 0, 0, 1, 1, 0]
     printed = transcribe(softmax(one_hot_logits(frames)), LABELS, rule)
-    assert printed == [(3, 1), (13, 1)]
+    assert printed == [(3, 1), (14, 1)]
     # Without idle between them, a sign that stays on top is one letter however long; b after a prints b.
     assert transcribe(softmax(one_hot_logits([1] * 10 + [2] * 3)), LABELS, rule) == [(1, 1), (11, 2)]
     # no_event is decided but never printed; a class under the threshold is never decided.

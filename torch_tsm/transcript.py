@@ -103,28 +103,46 @@ class Alignment:
         return self.substitutions + self.deletions + self.insertions
 
 
-def align(truth: list[str], printed: list[str]) -> Alignment:
-    """The edit distance between two letter sequences with its operations (a backtrace of the
-    Levenshtein table, preferring a match or substitution, then a deletion, then an insertion)."""
+def align(truth: list[str], printed: list[str], truth_ends: list[float] | None = None, printed_times: list[float] | None = None) -> Alignment:
+    """The edit distance between two letter sequences, with its operations. Of the alignments with that
+    distance, the one whose paired letters lie nearest in time (each printed letter's time against its sign's
+    end, when the times are given): so a letter printed twice pairs its first print with the sign."""
+
+    def gap(i: int, j: int) -> float:
+        return abs(printed_times[j] - truth_ends[i]) if truth_ends is not None and printed_times is not None else 0.0
+
     n, m = len(truth), len(printed)
-    cost = np.zeros((n + 1, m + 1), np.int64)
-    cost[:, 0], cost[0, :] = np.arange(n + 1), np.arange(m + 1)
+    # cost[i][j]: (errors, time gap of the pairs) aligning truth[:i] with printed[:j], compared in that order
+    cost = [[(i + j, 0.0) if i == 0 or j == 0 else None for j in range(m + 1)] for i in range(n + 1)]
     for i in range(1, n + 1):
         for j in range(1, m + 1):
-            cost[i, j] = min(cost[i - 1, j - 1] + (truth[i - 1] != printed[j - 1]), cost[i - 1, j] + 1, cost[i, j - 1] + 1)
+            cost[i][j] = min(_paired(cost, truth, printed, i, j, gap), _deleted(cost, i, j), _inserted(cost, i, j))
     substitutions = deletions = insertions = 0
     pairs = []
     i, j = n, m
     while i or j:
-        if i and j and cost[i, j] == cost[i - 1, j - 1] + (truth[i - 1] != printed[j - 1]):
+        if i and j and cost[i][j] == _paired(cost, truth, printed, i, j, gap):
             substitutions += truth[i - 1] != printed[j - 1]
             pairs.append((i - 1, j - 1))
             i, j = i - 1, j - 1
-        elif i and cost[i, j] == cost[i - 1, j] + 1:
+        elif i and cost[i][j] == _deleted(cost, i, j):
             deletions, i = deletions + 1, i - 1
         else:
             insertions, j = insertions + 1, j - 1
     return Alignment(substitutions, deletions, insertions, pairs[::-1])
+
+
+def _paired(cost, truth, printed, i, j, gap) -> tuple[int, float]:
+    errors, time = cost[i - 1][j - 1]
+    return errors + (truth[i - 1] != printed[j - 1]), time + gap(i - 1, j - 1)
+
+
+def _deleted(cost, i, j) -> tuple[int, float]:
+    return cost[i - 1][j][0] + 1, cost[i - 1][j][1]
+
+
+def _inserted(cost, i, j) -> tuple[int, float]:
+    return cost[i][j - 1][0] + 1, cost[i][j - 1][1]
 
 
 @dataclass(frozen=True)
@@ -146,7 +164,8 @@ def live_figures(videos: list[tuple[VideoTruth, list[tuple[float, str]]]]) -> di
     substitutions = deletions = insertions = signs = 0
     idle, latencies = 0.0, []
     for truth, printed in videos:
-        alignment = align([label for label, _, _ in truth.signs], [label for _, label in printed])
+        ends = [end / truth.fps for _, _, end in truth.signs]
+        alignment = align([label for label, _, _ in truth.signs], [label for _, label in printed], ends, [time for time, _ in printed])
         substitutions, deletions, insertions = substitutions + alignment.substitutions, deletions + alignment.deletions, insertions + alignment.insertions
         signs += len(truth.signs)
         idle += truth.idle_seconds

@@ -63,17 +63,27 @@ def pair_accuracy(logits: Tensor, labels: Tensor, names: list[str], pairs: list[
 
 
 @torch.no_grad()
-def stream_probabilities(model: MobileNetV2TSM, videos: list[SyntheticVideo], frame_step: int) -> list[tuple[VideoTruth, np.ndarray, np.ndarray]]:
+def stream_probabilities(model: MobileNetV2TSM, videos: list[SyntheticVideo], frame_step: int, batch: int = 8) -> list[tuple[VideoTruth, np.ndarray, np.ndarray]]:
     """Each video's truth, (L, K) probabilities of its L kept frames (every `frame_step`-th from the first) as
     a causal model's live stream gives them, and their frame numbers. The stream over a video is computed as
-    the model on all its kept frames as one clip (frame_logits): what the streaming model computes frame by frame."""
+    the model on all its kept frames as one clip (frame_logits): what the streaming model computes frame by
+    frame. A causal frame depends on no later frame, so `batch` videos go through at once, each padded at its
+    end to the longest (one input shape: the CPU's kernels are prepared once, not for every length)."""
     transform = FrameTransform(model.image_size)
-    results = []
+    rendered = []
     for video in videos:
         frames, signs = video.render()
         kept = np.arange(0, len(frames), frame_step)
         pixels = transform([frames[k] for k in kept], np.random.default_rng(0))  # evaluation: no randomness drawn
-        logits = model.frame_logits(torch.from_numpy(pixels).permute(0, 3, 1, 2)[None].float())[0]
         truth = VideoTruth([(sign.label, sign.begin, sign.end) for sign in signs], len(frames), video.fps)
-        results.append((truth, softmax(logits.numpy()), kept))
+        rendered.append((truth, pixels, kept))
+    longest = max(len(kept) for _, _, kept in rendered)
+    results = []
+    for start in range(0, len(rendered), batch):
+        group = rendered[start : start + batch]
+        padded = np.zeros((len(group), longest, *group[0][1].shape[1:]), np.uint8)
+        for row, (_, pixels, _) in enumerate(group):
+            padded[row, : len(pixels)] = pixels
+        logits = model.frame_logits(torch.from_numpy(padded).permute(0, 1, 4, 2, 3).float()).numpy()  # (n, longest, K)
+        results += [(truth, softmax(logits[row, : len(kept)]), kept) for row, (truth, _, kept) in enumerate(group)]
     return results

@@ -11,7 +11,8 @@ from torch_tsm import augment
 from torch_tsm.augment import ClipAugmentation, defocus
 from torch_tsm.datamodule import ClipDataModule
 from torch_tsm.datasets import (
-    IDLE_MARGIN_FRAMES, IDLE_MIN_FRAMES, BukvaVideo, ClipDataset, collate_clips, idle_spans, read_bukva, read_bukva_videos, read_frame_folders,
+    IDLE_MARGIN_FRAMES, IDLE_MIN_FRAMES, BukvaVideo, ClipDataset, collate_clips, idle_spans, read_bukva, read_bukva_videos, read_frame_folder_videos,
+    read_frame_folders,
 )
 from torch_tsm.frames import LETTERBOX_GREY, MULTISCALE_SCALES, FrameTransform, UnreadableVideo, _multiscale_box, resize_frame, segment_indices
 from torch_tsm.errors import UserError
@@ -386,6 +387,21 @@ def test_frame_folders_skip_escaping_names_and_unknown_labels(tmp_path, caplog):
     assert [(c.name, c.label) for c in clips] == [(str(tmp_path / "v1"), 0)]
     assert len(report.problems) == 2
     assert "video '../v1' is not a plain folder name" in caplog.text and "unknown label 'dance'" in caplog.text
+
+
+def test_frame_folders_with_a_bad_sign_place_or_frame_rate(tmp_path, caplog):
+    for video in ("v1", "v2", "v3"):
+        (tmp_path / video).mkdir()
+        for i, frame in enumerate(numbered_frames(6)):
+            cv2.imwrite(str(tmp_path / video / f"{i:05d}.jpg"), frame)
+    rows = ["video\tlabel\tsplit\tfps\tbegin\tend", "v1\twave\ttrain\tfast\t1\t4", "v2\twave\ttrain\t25\t4\t2", "v3\twave\ttrain\t0\tx\t3"]
+    (tmp_path / "annotations.tsv").write_text("\n".join(rows) + "\n")
+    with caplog.at_level(logging.WARNING):
+        videos, report = read_frame_folder_videos(tmp_path, "train", 32)
+    assert [(v.name, v.sign, v.fps) for v in videos] == [(str(tmp_path / "v1"), Sign("wave", 1, 4), 30.0)]  # an unreadable rate: 30
+    assert "v2: begin/end '4'/'2': an empty range" in caplog.text and "v3: begin/end 'x'/'3' are not frame numbers" in caplog.text
+    clips, _ = read_frame_folders(tmp_path, "train")
+    assert [(c.num_frames, c.frame_paths[0].name) for c in clips] == [(3, "00001.jpg")]  # no no_event class: no idle clips
 
 
 def test_labels_file_round_trip(tmp_path):

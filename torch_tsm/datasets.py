@@ -19,6 +19,7 @@ parts of the video before and after the sign (see idle_spans).
 Continuous videos (read_bukva_videos, read_frame_folder_videos): each original video with its one sign,
 for scoring live recognition (runtime.live) and training on windows (torch_tsm.sequences), as the
 built-in SyntheticVideo.
+
 Bad entries (missing or unreadable files, unknown labels, paths escaping ROOT) are reported with
 the file name and skipped, never fatal, unless nothing usable is left.
 """

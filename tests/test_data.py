@@ -10,11 +10,14 @@ from torchvision.transforms.functional import gaussian_blur
 from torch_tsm import augment
 from torch_tsm.augment import ClipAugmentation, defocus
 from torch_tsm.datamodule import ClipDataModule
-from torch_tsm.datasets import ClipDataset, collate_clips, read_bukva, read_frame_folders
-from torch_tsm.frames import LETTERBOX_GREY, MULTISCALE_SCALES, FrameTransform, _multiscale_box, resize_frame, segment_indices
+from torch_tsm.datasets import (
+    IDLE_MARGIN_FRAMES, IDLE_MIN_FRAMES, BukvaVideo, ClipDataset, collate_clips, idle_spans, read_bukva, read_bukva_videos, read_frame_folder_videos,
+    read_frame_folders,
+)
+from torch_tsm.frames import LETTERBOX_GREY, MULTISCALE_SCALES, FrameTransform, UnreadableVideo, _multiscale_box, resize_frame, segment_indices
 from torch_tsm.errors import UserError
 from torch_tsm.labels import BUKVA_LABELS, read_labels, write_labels
-from torch_tsm.synthetic import DIRECTION_PAIRS, SYNTHETIC_LABELS, SyntheticClip, synthetic_clips
+from torch_tsm.synthetic import DIRECTION_PAIRS, SYNTHETIC_LABELS, Sign, SyntheticClip, synthetic_clips
 
 
 def test_segment_indices_evaluation_takes_middles():
@@ -227,6 +230,114 @@ def test_bukva_original_is_cut_by_begin_end(bukva_root):
     assert [round(f.mean() / 20) for f in frames] == [3, 5, 7]
 
 
+def counted_frames(count, height=24, width=32):
+    # frame i is uniformly grey level 4*i (up to 63 frames): any two frames differ
+    return [np.full((height, width, 3), 4 * i, np.uint8) for i in range(count)]
+
+
+def idle_tree(root, rows, lengths):
+    """A Bukva folder of original videos: rows of (id, text, train, begin, end), video id of lengths[id] counted frames."""
+    (root / "original").mkdir(parents=True)
+    for attachment, length in lengths.items():
+        write_video(root / "original" / f"{attachment}.mp4", counted_frames(length))
+    lines = ["attachment_id\tuser_id\ttext\tbegin\tend\theight\twidth\ttrain\tlength"]
+    lines += [f"{a}\tu1\t{text}\t{begin}\t{end}\t24\t32\t{train}\t{lengths.get(a, 0)}" for a, text, train, begin, end in rows]
+    (root / "annotations.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+# (begin, end, length) -> idle [start, stop) parts, by hand with a margin of 8 and a minimum of 16 frames
+@pytest.mark.parametrize("begin, end, length, expected", [
+    (20, 30, 60, [(38, 60)]),              # before: [0, 12) is 12 frames, too short
+    (24, 36, 60, [(0, 16), (44, 60)]),     # both exactly the minimum
+    (23, 37, 60, []),                      # 15 frames each side
+    (0, 10, 40, [(18, 40)]),               # a sign at the very start
+    (25, 40, 40, [(0, 17)]),               # a sign to the very end
+    (0, 40, 40, []),                       # the whole video is the sign
+])
+def test_idle_spans(begin, end, length, expected):
+    assert (IDLE_MARGIN_FRAMES, IDLE_MIN_FRAMES) == (8, 16)
+    assert idle_spans(begin, end, length) == expected
+
+
+IDLE_ROWS = [("mid", "Ж", True, 24, 36), ("start", "А", True, 0, 10), ("short", "Б", True, 23, 37), ("quiet", "no_event", True, 5, 30),
+             ("whole", "no_event", True, "", ""), ("held", "В", False, 20, 30), ("empty", "Г", True, 9, 9), ("late", "Д", True, 45, 50)]
+IDLE_LENGTHS = {"mid": 60, "start": 40, "short": 60, "quiet": 40, "whole": 20, "held": 60, "empty": 40, "late": 40}
+
+
+def test_bukva_originals_give_idle_no_event_clips(tmp_path, caplog):
+    root = idle_tree(tmp_path, IDLE_ROWS, IDLE_LENGTHS)
+    with caplog.at_level(logging.INFO):
+        clips, report = read_bukva(root, "train", source="original")
+    got = sorted((c.path.stem, BUKVA_LABELS[c.label], c.start, c.num_frames) for c in clips)
+    assert got == sorted([
+        ("mid", "Ж", 24, 12), ("mid", "no_event", 0, 16), ("mid", "no_event", 44, 16),
+        ("start", "А", 0, 10), ("start", "no_event", 18, 22),
+        ("short", "Б", 23, 14),                                   # no idle part long enough
+        ("quiet", "no_event", 5, 25),                             # a no_event row: its [begin, end), no idle parts added
+        ("whole", "no_event", 0, 20),                             # a no_event row without begin/end: the whole video
+    ])
+    assert report.no_event_clips == {"labelled": 2, "idle": 3}
+    assert "8 clips, 2 skipped; no_event clips: 2 labelled, 3 from idle parts" in caplog.text
+    assert "empty: begin/end '9'/'9': an empty range" in caplog.text
+    assert "late.mp4: begin/end 45/50 start past the video's 40 frames" in caplog.text
+    # an idle clip's frames are the video's frames after the sign and its margin
+    idle = next(c for c in clips if c.path.stem == "start" and c.label == 0)
+    decoded = decoded_letterboxed(idle.path, 32)
+    assert np.array_equal(FrameTransform(32)(idle.frames(np.array([0, 21])), np.random.default_rng(0)), decoded[[18, 39]])
+    held, report = read_bukva(root, "val", source="original")
+    assert [(BUKVA_LABELS[c.label], c.start, c.num_frames) for c in held] == [("В", 20, 10), ("no_event", 38, 22)]  # the same split
+    data = ClipDataModule("bukva", root, bukva_source="original")
+    data.clips("train")
+    assert data.no_event_clips == {"train": {"labelled": 2, "idle": 3}}
+
+
+def test_trimmed_bukva_gives_no_event_rows_only(tmp_path):
+    root = idle_tree(tmp_path, IDLE_ROWS, IDLE_LENGTHS)
+    (root / "original").rename(root / "trimmed")
+    clips, report = read_bukva(root, "train")  # trimmed: each video whole, whatever begin/end say
+    assert sorted((c.path.stem, BUKVA_LABELS[c.label], c.start, c.num_frames) for c in clips if c.label == 0) == [
+        ("quiet", "no_event", 0, 40), ("whole", "no_event", 0, 20)]
+    assert report.no_event_clips == {"labelled": 2, "idle": 0} and len(clips) == 7
+
+
+def decoded_letterboxed(path, size):
+    # the reference: every frame decoded with OpenCV alone, letterboxed by FrameTransform
+    capture, frames = cv2.VideoCapture(str(path)), []
+    while (frame := capture.read()[1]) is not None:
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    capture.release()
+    return FrameTransform(size)(frames, np.random.default_rng(0))
+
+
+def test_bukva_original_videos_render_as_continuous_videos(tmp_path):
+    root = idle_tree(tmp_path, IDLE_ROWS, IDLE_LENGTHS)
+    write_video(root / "original" / "wide.mp4", [cv2.resize(f, (64, 24)) for f in counted_frames(30)], fps=25)
+    with open(root / "annotations.tsv", "a", encoding="utf-8") as handle:
+        handle.write("wide\tu2\tЁ\t10\t25\t24\t64\tTrue\t30\n")
+    videos, report = read_bukva_videos(root, "train", image_size=48)
+    assert sorted((v.path.stem, v.sign) for v in videos) == [  # no_event rows have no sign: left out, not skipped
+        ("mid", Sign("Ж", 24, 36)), ("short", Sign("Б", 23, 37)), ("start", Sign("А", 0, 10)), ("wide", Sign("Ё", 10, 25))]
+    assert len(report.problems) == 2  # the empty range and the sign past the end
+    wide = next(v for v in videos if v.path.stem == "wide")
+    assert wide.fps == 25 and wide.name == str(root / "original" / "wide.mp4")
+    frames, signs = wide.render()
+    assert signs == [Sign("Ё", 10, 25)] and frames.dtype == np.uint8
+    assert np.array_equal(frames, decoded_letterboxed(wide.path, 48))
+    assert (frames[:, :12] == LETTERBOX_GREY).all() and frames.shape == (30, 48, 48, 3)  # 64 x 24 letterboxed
+    padded, _ = wide.render(min_frames=40)
+    assert padded.shape[0] == 40 and np.array_equal(padded[:30], frames) and (padded[30:] == frames[-1]).all()
+    assert wide.render(min_frames=10)[0].shape[0] == 30  # never cut
+
+
+def test_an_unreadable_bukva_video_raises_one_line_naming_it(tmp_path):
+    path = tmp_path / "broken.mp4"
+    path.write_bytes(b"\x00\x01 not a video" * 100)
+    with pytest.raises(UnreadableVideo, match=r"broken\.mp4: cannot be opened as a video") as error:
+        BukvaVideo(path, Sign("А", 0, 5), 30.0, 32).render()
+    assert "\n" not in str(error.value)
+
+
 def test_unreadable_clip_is_skipped_at_load_time(tmp_path, caplog):
     write_video(tmp_path / "ok.mp4", numbered_frames(5))
     from torch_tsm.datasets import VideoClip
@@ -276,6 +387,21 @@ def test_frame_folders_skip_escaping_names_and_unknown_labels(tmp_path, caplog):
     assert [(c.name, c.label) for c in clips] == [(str(tmp_path / "v1"), 0)]
     assert len(report.problems) == 2
     assert "video '../v1' is not a plain folder name" in caplog.text and "unknown label 'dance'" in caplog.text
+
+
+def test_frame_folders_with_a_bad_sign_place_or_frame_rate(tmp_path, caplog):
+    for video in ("v1", "v2", "v3"):
+        (tmp_path / video).mkdir()
+        for i, frame in enumerate(numbered_frames(6)):
+            cv2.imwrite(str(tmp_path / video / f"{i:05d}.jpg"), frame)
+    rows = ["video\tlabel\tsplit\tfps\tbegin\tend", "v1\twave\ttrain\tfast\t1\t4", "v2\twave\ttrain\t25\t4\t2", "v3\twave\ttrain\t0\tx\t3"]
+    (tmp_path / "annotations.tsv").write_text("\n".join(rows) + "\n")
+    with caplog.at_level(logging.WARNING):
+        videos, report = read_frame_folder_videos(tmp_path, "train", 32)
+    assert [(v.name, v.sign, v.fps) for v in videos] == [(str(tmp_path / "v1"), Sign("wave", 1, 4), 30.0)]  # an unreadable rate: 30
+    assert "v2: begin/end '4'/'2': an empty range" in caplog.text and "v3: begin/end 'x'/'3' are not frame numbers" in caplog.text
+    clips, _ = read_frame_folders(tmp_path, "train")
+    assert [(c.num_frames, c.frame_paths[0].name) for c in clips] == [(3, "00001.jpg")]  # no no_event class: no idle clips
 
 
 def test_labels_file_round_trip(tmp_path):

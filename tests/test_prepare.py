@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.test_data import write_video
-from torch_tsm.datasets import read_bukva, read_frame_folders
+from torch_tsm.datasets import read_bukva, read_bukva_videos, read_frame_folder_videos, read_frame_folders
 from torch_tsm.frames import FrameTransform, segment_indices
 from torch_tsm.labels import BUKVA_LABELS, read_labels
 from torch_tsm.prepare import main
@@ -74,12 +74,12 @@ def prepared(raw, tmp_path_factory) -> tuple[Path, dict]:
 def test_prepare_writes_the_frame_folder_layout(prepared, capsys):
     output, figures = prepared
     rows = [line.split("\t") for line in (output / "annotations.tsv").read_text(encoding="utf-8").splitlines()]
-    assert rows[0] == ["video", "label", "split", "user_id", "fps", "width", "height", "frames"]
-    assert sorted(rows[1:]) == [
-        ["v1", "А", "train", "user0", "10.0", "160", "120", "12"],
-        ["v2", "Щ", "train", "user1", "10.0", "160", "120", "12"],
-        ["v3", "Ё", "val", "user2", "10.0", "160", "120", "12"],
-        ["v4", "Ш", "val", "user0", "10.0", "160", "120", "12"],
+    assert rows[0] == ["video", "label", "split", "user_id", "fps", "width", "height", "frames", "begin", "end"]
+    assert sorted(rows[1:]) == [  # trimmed videos: each is its sign, no begin/end
+        ["v1", "А", "train", "user0", "10.0", "160", "120", "12", "", ""],
+        ["v2", "Щ", "train", "user1", "10.0", "160", "120", "12", "", ""],
+        ["v3", "Ё", "val", "user2", "10.0", "160", "120", "12", "", ""],
+        ["v4", "Ш", "val", "user0", "10.0", "160", "120", "12", "", ""],
     ]
     assert read_labels(output / "labels.txt") == BUKVA_LABELS
     frames = sorted((output / "v1").glob("*.jpg"))
@@ -114,16 +114,49 @@ def test_prepared_clip_matches_the_clip_read_from_the_video(raw, prepared):
         assert np.abs(a - later).mean() > 2 * 2.0
 
 
-def test_original_videos_are_cut_to_the_sign(raw, tmp_path):
-    figures = main(["--data-root", str(raw), "--output", str(tmp_path / "cut"), "--short-side", "64", "--workers", "1", "--bukva-source", "original"])
-    assert figures["frames"] == 7 + 12 + 4 + 12  # [2, 9), [0, 12), [3, 7), [0, 12)
-    expected = textured_frames(12)
-    cut = sorted((tmp_path / "cut" / "v3").glob("*.jpg"))
-    assert len(cut) == 4
-    for offset, path in enumerate(cut):
-        # frame k of the cut is frame 3 + k of the video: its blue channel is 20 * (3 + k)
-        blue = cv2.imread(str(path))[..., 0].astype(float)
-        assert abs(np.median(blue) - expected[3 + offset][..., 2].mean()) < 4
+# original videos of (id, text, train, begin, end) with the frame count of each
+ORIGINAL_ROWS = [("p1", "А", True, 0, 10), ("p2", "no_event", True, "", ""), ("p3", "Б", False, 20, 30), ("p4", "В", True, 45, 50)]
+ORIGINAL_LENGTHS = {"p1": 40, "p2": 20, "p3": 60, "p4": 40}
+
+
+@pytest.fixture(scope="module")
+def prepared_originals(tmp_path_factory) -> tuple[Path, Path, dict]:
+    """Original videos, and their prepared folder."""
+    from tests.test_data import idle_tree
+
+    raw = idle_tree(tmp_path_factory.mktemp("originals"), ORIGINAL_ROWS, ORIGINAL_LENGTHS)
+    output = tmp_path_factory.mktemp("prepared-originals") / "out"
+    figures = main(["--data-root", str(raw), "--output", str(output), "--short-side", "64", "--workers", "1", "--bukva-source", "original"])
+    return raw, output, figures
+
+
+def test_original_videos_are_kept_whole_with_the_signs_place(prepared_originals):
+    raw, output, figures = prepared_originals
+    assert figures["frames"] == 40 + 20 + 60  # every frame of each usable video, not only the sign's
+    rows = [line.split("\t") for line in (output / "annotations.tsv").read_text(encoding="utf-8").splitlines()[1:]]
+    assert sorted((row[0], row[1], row[7], row[8], row[9]) for row in rows) == [
+        ("p1", "А", "40", "0", "10"), ("p2", "no_event", "20", "", ""), ("p3", "Б", "60", "20", "30")]
+    assert "p4.mp4: begin/end 45/50 start past its 40 decoded frames" in (output / "skipped.tsv").read_text(encoding="utf-8")
+    # the prepared folders give the clips that the videos give: the signs, the no_event row, the idle parts
+    for split in ("train", "val"):
+        from_video = sorted((c.path.stem, c.label, c.start, c.num_frames) for c in read_bukva(raw, split, source="original")[0])
+        clips, report = read_frame_folders(output, split)
+        from_frames = sorted((Path(c.name).name, c.label, int(c.frame_paths[0].stem), c.num_frames) for c in clips)
+        assert from_frames == from_video
+    assert report.no_event_clips == {"labelled": 0, "idle": 1}  # val: p3's idle part after [20, 30)
+
+
+def test_prepared_originals_are_continuous_videos(prepared_originals):
+    raw, output, _ = prepared_originals
+    from_video = {v.path.stem: v for split in ("train", "val") for v in read_bukva_videos(raw, split, 32)[0]}
+    from_frames = {Path(v.name).name: v for split in ("train", "val") for v in read_frame_folder_videos(output, split, 32)[0]}
+    assert set(from_frames) == set(from_video) == {"p1", "p3"}  # the no_event row has no sign
+    for name, video in from_video.items():
+        frames, signs = from_frames[name].render(min_frames=70)
+        expected, expected_signs = video.render(min_frames=70)
+        assert signs == expected_signs and from_frames[name].fps == video.fps == 10
+        assert frames.shape == expected.shape == (70, 32, 32, 3)
+        assert np.abs(frames.astype(float) - expected).mean() < 0.5  # measured 0.0 (flat frames through a JPEG); one frame later: 2.9
 
 
 def test_rerun_finishes_without_redoing_and_refuses_other_settings(raw, prepared, capsys):
@@ -137,6 +170,16 @@ def test_rerun_finishes_without_redoing_and_refuses_other_settings(raw, prepared
         main(["--data-root", str(raw), "--output", str(output), "--short-side", "128"])
     assert exit.value.code == 2
     assert "prepared with other settings: short_side 64 (now 128)" in capsys.readouterr().err
+
+
+def test_a_folder_of_the_earlier_layout_is_refused(raw, tmp_path, capsys):
+    # layout 1 cut original videos to the sign: its folders lack the idle frames, so they are not finished in layout 2
+    output = tmp_path / "old"
+    output.mkdir()
+    (output / "prepare.json").write_text(json.dumps({"short_side": 64, "quality": 90, "source": "original"}))
+    with pytest.raises(SystemExit) as exit:
+        main(["--data-root", str(raw), "--output", str(output), "--short-side", "64", "--bukva-source", "original"])
+    assert exit.value.code == 2 and "prepared with other settings: layout None (now 2)" in capsys.readouterr().err
 
 
 def test_a_folder_not_made_by_prepare_is_refused(raw, tmp_path, capsys):

@@ -96,6 +96,9 @@ class ClipDataModule(pl.LightningDataModule):
         self.sequence_batch_size = sequence_batch_size or max(2, batch_size // 2)
         self.frame_step = FRAME_STEP
         self.skipped: dict[str, int] = {}
+        # per split, the no_event clips kept by origin: {"labelled": rows so labelled, "idle": idle parts
+        # of videos around their sign}; Bukva and frame folders with a no_event class only
+        self.no_event_clips: dict[str, dict[str, int]] = {}
         self.resume_at: tuple[int, int] | None = None  # (epoch, batches done) from a mid-epoch checkpoint
 
     @property
@@ -116,6 +119,8 @@ class ClipDataModule(pl.LightningDataModule):
         else:
             clips, report = read_frame_folders(self.data_root, split)
         self.skipped[split] = len(report.problems)
+        if report.no_event_clips is not None:
+            self.no_event_clips[split] = dict(report.no_event_clips)
         return clips
 
     def videos(self, split: str, count: int, num_signs: int = 5) -> list:

@@ -9,7 +9,17 @@ Layouts:
           cut on the fly to [begin, end).
 - frames: ROOT/annotations.tsv with columns video, label, split (train/val) and frames in
           ROOT/<video>/*.jpg (sorted by name); class order from ROOT/labels.txt when present,
-          else the sorted label names.
+          else the sorted label names. Optional columns begin, end (the sign's frames in the folder:
+          prepare's folders of original videos) and fps.
+
+`no_event` clips: rows labelled so (their [begin, end) when given, else the whole video) and, where a
+sign's [begin, end) in a longer video is known (original videos, and their prepared folders), the idle
+parts of the video before and after the sign (see idle_spans).
+
+Continuous videos (read_bukva_videos, read_frame_folder_videos): each original video with its one sign,
+for scoring live recognition (runtime.live) and training on windows (torch_tsm.sequences), as the
+built-in SyntheticVideo.
+
 Bad entries (missing or unreadable files, unknown labels, paths escaping ROOT) are reported with
 the file name and skipped, never fatal, unless nothing usable is left.
 """
@@ -29,12 +39,21 @@ from torch.utils.data import Dataset
 
 from torch_tsm.augment import ClipAugmentation
 from torch_tsm.errors import UserError
-from torch_tsm.frames import FrameTransform, UnreadableVideo, probe_frame_count, read_image, read_video_frames, segment_indices
+from torch_tsm.frames import (
+    FALLBACK_FPS, FrameTransform, UnreadableVideo, VideoProbe, decode_frames, letterbox, probe_video, read_image, read_video_frames, segment_indices,
+)
 from torch_tsm.labels import BUKVA_LABELS, read_labels
+from torch_tsm.synthetic import NO_EVENT, Sign
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+# Idle no_event clips: a signer's hands rise before a sign's annotated begin and fall after its end, so
+# the frames within IDLE_MARGIN_FRAMES of the sign are neither sign nor idle and are left out. An idle
+# part shorter than IDLE_MIN_FRAMES is dropped: a clip of 8 segments would repeat its frames (a still
+# image, which a camera never shows) and would be mostly the signer's hands moving anyway.
+IDLE_MARGIN_FRAMES = 8
+IDLE_MIN_FRAMES = 16
 
 
 class ClipSource(Protocol):
@@ -82,18 +101,24 @@ class FrameFolderClip:
 class SkipReport:
     """Collects what was skipped and why, and logs one summary line with the count."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, unit: str = "clips") -> None:
         self.what = what
+        self.unit = unit
         self.problems: list[str] = []
+        # Kept no_event clips by origin ("labelled": rows so labelled, "idle": idle parts of a video
+        # around its sign), for the summary line and the model card; None where the data has no such class.
+        self.no_event_clips: dict[str, int] | None = None
 
     def skip(self, problem: str) -> None:
         log.warning("skipped %s", problem)
         self.problems.append(problem)
 
     def summary(self, kept: int) -> str:
-        line = f"{self.what}: {kept} clips, {len(self.problems)} skipped"
+        line = f"{self.what}: {kept} {self.unit}, {len(self.problems)} skipped"
         if kept == 0:
-            raise UserError(f"{line}: no usable clip" + (f" (first problem: {self.problems[0]})" if self.problems else ""))
+            raise UserError(f"{line}: no usable {self.unit.rstrip('s')}" + (f" (first problem: {self.problems[0]})" if self.problems else ""))
+        if self.no_event_clips is not None:
+            line += f"; no_event clips: {self.no_event_clips['labelled']} labelled, {self.no_event_clips['idle']} from idle parts"
         log.info(line) if not self.problems else log.warning(line)
         return line
 
@@ -132,30 +157,117 @@ def bukva_entries(root: Path, source: str, report: SkipReport, split: str | None
             report.skip(f"{attachment}: unknown label {row['text']!r}")
         elif attachment not in videos:
             report.skip(f"{root / source / attachment}.*: missing video")
-        elif source == "original" and not (row["begin"].strip().isdigit() and row["end"].strip().isdigit()):
-            report.skip(f"{attachment}: begin/end {row['begin']!r}/{row['end']!r} are not frame numbers")
+        elif source == "original" and (problem := _cut_problem(row["begin"], row["end"], text == NO_EVENT)):
+            report.skip(f"{attachment}: {problem}")
         else:
-            cut = (int(row["begin"]), int(row["end"])) if source == "original" else None
+            cut = _cut(row["begin"], row["end"]) if source == "original" else None
             entries.append(BukvaEntry(attachment, videos[attachment], BUKVA_LABELS.index(text), train, (row.get("user_id") or "").strip(), cut))
     return entries
 
 
+def _cut(begin: str, end: str) -> tuple[int, int] | None:
+    """[begin, end) from two annotation fields, or None when they are not both frame numbers."""
+    begin, end = begin.strip(), end.strip()
+    return (int(begin), int(end)) if begin.isdigit() and end.isdigit() else None
+
+
+def _cut_problem(begin: str, end: str, optional: bool) -> str | None:
+    # A no_event row may leave begin/end out (the whole video is idle); a sign must say where it is.
+    cut = _cut(begin, end)
+    if cut is None:
+        return None if optional and not begin.strip() and not end.strip() else f"begin/end {begin!r}/{end!r} are not frame numbers"
+    return None if cut[0] < cut[1] else f"begin/end {begin!r}/{end!r}: an empty range"
+
+
+def idle_spans(begin: int, end: int, length: int) -> list[tuple[int, int]]:
+    """The [start, stop) parts of a video of `length` frames outside [begin - IDLE_MARGIN_FRAMES,
+    end + IDLE_MARGIN_FRAMES) that hold at least IDLE_MIN_FRAMES frames: before the sign, after it, or both."""
+    parts = [(0, begin - IDLE_MARGIN_FRAMES), (end + IDLE_MARGIN_FRAMES, length)]
+    return [(start, stop) for start, stop in parts if stop - start >= IDLE_MIN_FRAMES]
+
+
+def clip_spans(name: str, label: int, cut: tuple[int, int] | None, length: int, no_event: int | None, report: SkipReport) -> list[tuple[int, int, int]]:
+    """The clips of one annotated video of `length` frames, as (start, stop, label): the row's own clip
+    ([begin, end) when cut, else the whole video) and, around a sign whose place is known, the idle parts
+    as `no_event` clips. Counted in report.no_event_clips; a sign past the video's end is reported."""
+    begin, end = cut or (0, length)
+    if _starts_past_end(name, begin, end, length, report):
+        return []
+    spans = [(begin, end, label)]
+    if label == no_event:
+        report.no_event_clips["labelled"] += 1
+    elif cut is not None and no_event is not None:
+        spans += [(start, stop, no_event) for start, stop in idle_spans(begin, end, length)]
+        report.no_event_clips["idle"] += len(spans) - 1
+    return spans
+
+
 def read_bukva(root: Path, split: str, source: str = "trimmed") -> tuple[list[VideoClip], SkipReport]:
-    """Clips of the Bukva layout for split 'train' (train=True) or 'val' (train=False)."""
+    """Clips of the Bukva layout for split 'train' (train=True) or 'val' (train=False): each row's clip
+    and, for original videos, the idle parts around its sign as no_event clips (report.no_event_clips)."""
     report = SkipReport(f"bukva {split} ({root})")
+    report.no_event_clips = {"labelled": 0, "idle": 0}
     entries = bukva_entries(root, source, report, split)
-    counts = _probe_all([entry.path for entry in entries], report)
+    probes = _probe_all([entry.path for entry in entries], report)
+    no_event = BUKVA_LABELS.index(NO_EVENT)
     clips = []
-    for entry, count in zip(entries, counts):
-        if count is None:
-            continue
-        if entry.cut is not None:
-            begin, end = entry.cut
-            clips.append(VideoClip(entry.path, entry.label, max(1, end - begin), start=begin))
-        else:
-            clips.append(VideoClip(entry.path, entry.label, count))
+    for entry, probe in zip(entries, probes):
+        if probe is not None:
+            for start, stop, label in clip_spans(str(entry.path), entry.label, entry.cut, probe.frames, no_event, report):
+                clips.append(VideoClip(entry.path, label, stop - start, start=start))
     report.summary(len(clips))
     return clips, report
+
+
+@dataclass(frozen=True)
+class BukvaVideo:
+    """An original Bukva video as the camera saw it: idle, one sign, idle. The same interface as
+    torch_tsm.synthetic.SyntheticVideo; frames are decoded on demand, so a list of these holds no pixels."""
+
+    path: Path
+    sign: Sign
+    fps: float
+    image_size: int  # frames are letterboxed to this size, as FrameTransform does in evaluation
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    def render(self, min_frames: int = 0) -> tuple[np.ndarray, list[Sign]]:
+        # -> (L, S, S, 3) uint8 RGB, the one sign; each frame is shrunk as it is decoded (150 Full-HD
+        # frames at full size would be 900 MB)
+        return _padded([letterbox(frame, self.image_size) for frame in decode_frames(self.path)], min_frames), [self.sign]
+
+
+def read_bukva_videos(root: Path, split: str, image_size: int) -> tuple[list[BukvaVideo], SkipReport]:
+    """The original videos of one split with their sign, as continuous videos; no_event rows have no sign
+    and are left out (not counted as skipped)."""
+    report = SkipReport(f"bukva {split} videos ({root})", unit="videos")
+    entries = [entry for entry in bukva_entries(root, "original", report, split) if BUKVA_LABELS[entry.label] != NO_EVENT]
+    probes = _probe_all([entry.path for entry in entries], report)
+    videos = []
+    for entry, probe in zip(entries, probes):
+        if probe is None:
+            continue
+        begin, end = entry.cut
+        if _starts_past_end(str(entry.path), begin, end, probe.frames, report):
+            continue
+        # the container's count bounds the sign: the annotation may run past the video's last frame
+        videos.append(BukvaVideo(entry.path, Sign(BUKVA_LABELS[entry.label], begin, min(end, probe.frames)), probe.fps, image_size))
+    report.summary(len(videos))
+    return videos, report
+
+
+def _starts_past_end(name: str, begin: int, end: int, length: int, report: SkipReport) -> bool:
+    if begin < length:
+        return False
+    report.skip(f"{name}: begin/end {begin}/{end} start past the video's {length} frames")
+    return True
+
+
+def _padded(frames: list[np.ndarray], min_frames: int) -> np.ndarray:
+    # (L, S, S, 3) with the last frame repeated up to min_frames: what a camera shows when nothing moves
+    return np.stack(frames + frames[-1:] * max(0, min_frames - len(frames)))
 
 
 def frame_folder_labels(root: Path) -> list[str]:
@@ -167,12 +279,23 @@ def frame_folder_labels(root: Path) -> list[str]:
     return sorted({row["label"].strip() for row in rows})
 
 
-def read_frame_folders(root: Path, split: str) -> tuple[list[FrameFolderClip], SkipReport]:
+@dataclass(frozen=True)
+class FrameFolderRow:
+    """One usable row of a frame-folder annotations.tsv whose folder holds images."""
+
+    frame_paths: tuple[Path, ...]
+    label: int
+    cut: tuple[int, int] | None  # [begin, end) of the sign in the folder's frames (prepared original videos)
+    fps: float
+
+
+def frame_folder_rows(root: Path, split: str, report: SkipReport) -> list[FrameFolderRow]:
+    """The rows of ROOT/annotations.tsv of one split with a plain name, a known label and a folder of images;
+    the other rows are reported to `report`."""
     root = Path(root)
     labels = frame_folder_labels(root)
     rows = _read_tsv(root / "annotations.tsv", {"video", "label", "split"})
-    report = SkipReport(f"frames {split} ({root})")
-    clips = []
+    usable = []
     for row in rows:
         if row["split"].strip() != split:
             continue
@@ -184,14 +307,75 @@ def read_frame_folders(root: Path, split: str) -> tuple[list[FrameFolderClip], S
             report.skip(f"{folder}: unknown label {label!r}")
         elif not folder.is_dir():
             report.skip(f"{folder}: missing frame folder")
+        elif problem := _cut_problem(row.get("begin", ""), row.get("end", ""), optional=True):
+            report.skip(f"{folder}: {problem}")
         else:
             frames = tuple(sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
             if frames:
-                clips.append(FrameFolderClip(frames, labels.index(label)))
+                usable.append(FrameFolderRow(frames, labels.index(label), _cut(row.get("begin", ""), row.get("end", "")), _fps(row.get("fps", ""))))
             else:
                 report.skip(f"{folder}: holds no image")
+    return usable
+
+
+def _fps(text: str) -> float:
+    # prepare writes the container's rate, 0.0 when it did not say; any other unusable value: the fallback too
+    try:
+        fps = float(text)
+    except ValueError:
+        return FALLBACK_FPS
+    return fps if 0 < fps < float("inf") else FALLBACK_FPS
+
+
+def read_frame_folders(root: Path, split: str) -> tuple[list[FrameFolderClip], SkipReport]:
+    """Each row's clip ([begin, end) of its folder when given) and, with a no_event class, the idle parts
+    around a sign as no_event clips."""
+    labels = frame_folder_labels(root)
+    report = SkipReport(f"frames {split} ({root})")
+    no_event = labels.index(NO_EVENT) if NO_EVENT in labels else None
+    if no_event is not None:
+        report.no_event_clips = {"labelled": 0, "idle": 0}
+    clips = []
+    for row in frame_folder_rows(root, split, report):
+        name = str(row.frame_paths[0].parent)
+        for start, stop, label in clip_spans(name, row.label, row.cut, len(row.frame_paths), no_event, report):
+            clips.append(FrameFolderClip(row.frame_paths[start:stop], label))
     report.summary(len(clips))
     return clips, report
+
+
+@dataclass(frozen=True)
+class FrameFolderVideo:
+    """A prepared original video (all its frames, the sign's [begin, end) from prepare's annotations.tsv)
+    as a continuous video: BukvaVideo's interface, for --data frames."""
+
+    frame_paths: tuple[Path, ...]
+    sign: Sign
+    fps: float
+    image_size: int
+
+    @property
+    def name(self) -> str:
+        return str(self.frame_paths[0].parent)
+
+    def render(self, min_frames: int = 0) -> tuple[np.ndarray, list[Sign]]:
+        return _padded([letterbox(read_image(path), self.image_size) for path in self.frame_paths], min_frames), [self.sign]
+
+
+def read_frame_folder_videos(root: Path, split: str, image_size: int) -> tuple[list[FrameFolderVideo], SkipReport]:
+    """The folders of one split whose row places a sign (begin, end), as continuous videos; no_event rows
+    and rows without begin/end (whole-clip folders: no idle around the sign) are left out, not counted."""
+    labels = frame_folder_labels(root)
+    report = SkipReport(f"frames {split} videos ({root})", unit="videos")
+    videos = []
+    for row in frame_folder_rows(root, split, report):
+        if row.cut is None or labels[row.label] == NO_EVENT:
+            continue
+        begin, end = row.cut
+        if not _starts_past_end(str(row.frame_paths[0].parent), begin, end, len(row.frame_paths), report):
+            videos.append(FrameFolderVideo(row.frame_paths, Sign(labels[row.label], begin, min(end, len(row.frame_paths))), row.fps, image_size))
+    report.summary(len(videos))
+    return videos, report
 
 
 class ClipDataset(Dataset):
@@ -285,11 +469,11 @@ def _files_by_stem(folder: Path) -> dict[str, Path]:
     return {entry.name.rsplit(".", 1)[0]: Path(entry.path) for entry in os.scandir(folder) if entry.is_file()}
 
 
-def _probe_all(paths: list[Path], report: SkipReport) -> list[int | None]:
+def _probe_all(paths: list[Path], report: SkipReport) -> list[VideoProbe | None]:
     # Opening thousands of videos one after another is slow; OpenCV releases the GIL, so threads help.
-    def probe(path: Path) -> int | UnreadableVideo:
+    def probe(path: Path) -> VideoProbe | UnreadableVideo:
         try:
-            return probe_frame_count(path)
+            return probe_video(path)
         except UnreadableVideo as error:
             return error
 

@@ -7,6 +7,7 @@ resize + crop, or by the Bukva baseline's multi-scale crop + letterbox. Every fr
 same crop (training's flip and colour changes: torch_tsm.augment).
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +40,17 @@ def segment_indices(num_frames: int, num_segments: int, rng: np.random.Generator
     return np.minimum(picks.astype(np.int64), num_frames - 1)
 
 
-def probe_frame_count(path: Path) -> int:
-    """The number of frames the container reports; raises UnreadableVideo when it cannot be opened."""
+FALLBACK_FPS = 30.0  # a container that does not say its frame rate: a camera's usual rate
+
+
+@dataclass(frozen=True)
+class VideoProbe:
+    frames: int  # as the container reports them (it may decode fewer)
+    fps: float
+
+
+def probe_video(path: Path) -> VideoProbe:
+    """The frame count and rate the container reports; raises UnreadableVideo when it cannot be opened."""
     capture = cv2.VideoCapture(str(path))
     try:
         if not capture.isOpened():
@@ -51,7 +61,32 @@ def probe_frame_count(path: Path) -> int:
             if not ok:
                 raise UnreadableVideo(f"{path}: holds no decodable frame")
             count = 1
-        return count
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        return VideoProbe(count, fps if fps > 0 else FALLBACK_FPS)
+    finally:
+        capture.release()
+
+
+def probe_frame_count(path: Path) -> int:
+    return probe_video(path).frames
+
+
+def decode_frames(path: Path) -> Iterator[np.ndarray]:
+    """Every frame of a video in order, RGB, one at a time: a caller that shrinks each frame as it comes
+    never holds the video at full size. Raises UnreadableVideo when no frame can be decoded."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise UnreadableVideo(f"{path}: cannot be opened as a video")
+        decoded = 0
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            decoded += 1
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        if decoded == 0:
+            raise UnreadableVideo(f"{path}: no frame could be decoded")
     finally:
         capture.release()
 
@@ -139,6 +174,11 @@ def short_side_size(h: int, w: int, short_side: int) -> tuple[int, int]:
     """(width, height) with the short side at `short_side`, aspect ratio kept; never larger than (w, h)."""
     scale = min(1.0, short_side / min(h, w))
     return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def letterbox(frame: np.ndarray, size: int) -> np.ndarray:
+    """(h, w, 3) -> (S, S, 3): one frame as FrameTransform(size) letterboxes it in evaluation."""
+    return _letterbox(frame, _letterbox_placement(*frame.shape[:2], size), size)
 
 
 def _letterbox_placement(h: int, w: int, size: int) -> tuple[int, int, int, int]:

@@ -4,7 +4,8 @@ A training clip read from a Full-HD video costs ~0.6 s on one core, every epoch:
 last one sampled is decoded at full size. The same clip read from 256 px JPEG frames costs ~10 ms. So
 the videos are decoded once, here, into the frame-folder layout that `--data frames` reads:
 
-    PREPARED/annotations.tsv    video, label, split, user_id, fps, width, height (of the video), frames
+    PREPARED/annotations.tsv    video, label, split, user_id, fps, width, height (of the video), frames,
+                                begin, end (the sign's frames in the folder; empty for trimmed videos)
     PREPARED/labels.txt         the class order (Bukva's: no_event, then А..Я)
     PREPARED/<video>/00000.jpg  the frames, short side --short-side px (never upscaled)
     PREPARED/skipped.tsv        video, problem: what could not be used and why
@@ -13,7 +14,8 @@ the videos are decoded once, here, into the frame-folder layout that `--data fra
     python -m torch_tsm.prepare --data bukva --data-root /data/bukva --output /data/bukva-256
     python -m torch_tsm.train --data frames --data-root /data/bukva-256 --image-size 224 ...
 
-Each video is decoded sequentially, exactly once, into PREPARED/.partial/ and renamed into place when
+Original videos are kept whole (the idle frames around the sign are no_event clips and the context of
+continuous videos: torch_tsm.datasets); a trimmed video is its sign. Each video is decoded sequentially, exactly once, into PREPARED/.partial/ and renamed into place when
 complete. A re-run (after a crash, Ctrl-C or kill -9) skips the finished videos and does the rest;
 annotations.tsv is written last, so a folder without it is not ready.
 """
@@ -46,7 +48,10 @@ PARTIAL = ".partial"
 LOCK = ".lock"
 SETTINGS = "prepare.json"
 INFO = "info.json"  # per video, beside its frames: what annotations.tsv needs on a re-run
-COLUMNS = ("video", "label", "split", "user_id", "fps", "width", "height", "frames")
+COLUMNS = ("video", "label", "split", "user_id", "fps", "width", "height", "frames", "begin", "end")
+# What a prepared folder holds; a folder of another layout is refused (as other settings are), not mixed.
+# 1: original videos cut to [begin, end); 2: original videos whole, begin and end in annotations.tsv.
+LAYOUT = 2
 
 
 class PrepareError(UserError):
@@ -58,6 +63,7 @@ class Settings:
     short_side: int
     quality: int
     source: str  # bukva: trimmed or original
+    layout: int = LAYOUT
 
 
 @dataclass(frozen=True)
@@ -75,34 +81,30 @@ def prepare_video(entry: BukvaEntry, settings: Settings, output: Path) -> VideoI
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     capture = cv2.VideoCapture(str(entry.path))
-    begin, end = entry.cut or (0, sys.maxsize)
-    fps, size, written, total_bytes, index = capture.get(cv2.CAP_PROP_FPS), (0, 0), 0, 0, 0
+    fps, size, written, total_bytes = capture.get(cv2.CAP_PROP_FPS), (0, 0), 0, 0
     try:
         if not capture.isOpened():
             return "cannot be opened as a video"
-        while index < end:
-            # grab() decodes without converting: frames before the sign are read past, never sought to
-            if not capture.grab():
+        while True:
+            ok, frame = capture.read()
+            if not ok:
                 break
-            if index >= begin:
-                ok, frame = capture.retrieve()
-                if not ok:
-                    break
-                if written == 0:
-                    size = frame.shape[:2]
-                    target = short_side_size(*size, settings.short_side)
-                path = partial / f"{written:05d}.jpg"
-                if not cv2.imwrite(str(path), resize_frame(frame, target), [cv2.IMWRITE_JPEG_QUALITY, settings.quality]):
-                    raise OSError(f"{path}: could not be written (disk full?)")
-                total_bytes += path.stat().st_size
-                written += 1
-            index += 1
+            if written == 0:
+                size = frame.shape[:2]
+                target = short_side_size(*size, settings.short_side)
+            path = partial / f"{written:05d}.jpg"
+            if not cv2.imwrite(str(path), resize_frame(frame, target), [cv2.IMWRITE_JPEG_QUALITY, settings.quality]):
+                raise OSError(f"{path}: could not be written (disk full?)")
+            total_bytes += path.stat().st_size
+            written += 1
     except cv2.error as error:
-        return f"decoding failed at frame {index}: {error}"
+        return f"decoding failed at frame {written}: {error}"
     finally:
         capture.release()
     if written == 0:
-        return f"no frame in [{begin}, {end}) of its {index} decoded frames" if entry.cut else "holds no decodable frame"
+        return "holds no decodable frame"
+    if entry.cut and entry.cut[0] >= written:
+        return f"begin/end {entry.cut[0]}/{entry.cut[1]} start past its {written} decoded frames"
     info = VideoInfo(round(fps, 3), size[1], size[0], written, total_bytes)
     (partial / INFO).write_text(json.dumps(asdict(info)), encoding="utf-8")
     os.rename(partial, output / entry.attachment_id)  # atomic: the folder appears complete or not at all
@@ -160,7 +162,11 @@ def _annotations(entries: list[BukvaEntry], done: dict[str, VideoInfo]) -> str:
     for entry in entries:
         info = done[entry.attachment_id]
         split = "train" if entry.train else "val"
-        lines.append("\t".join(map(str, (entry.attachment_id, BUKVA_LABELS[entry.label], split, entry.user_id, info.fps, info.width, info.height, info.frames))))
+        # the sign's frames in the folder: all of the video's frames are kept, so the video's own numbers,
+        # the end bounded by the frames decoded
+        begin, end = (entry.cut[0], min(entry.cut[1], info.frames)) if entry.cut else ("", "")
+        fields = (entry.attachment_id, BUKVA_LABELS[entry.label], split, entry.user_id, info.fps, info.width, info.height, info.frames, begin, end)
+        lines.append("\t".join(map(str, fields)))
     return "\n".join(lines) + "\n"
 
 
@@ -257,7 +263,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", choices=("bukva",), default="bukva", help="the layout of --data-root")
     parser.add_argument("--data-root", type=Path, required=True, help="the dataset as unzipped")
     parser.add_argument("--output", type=Path, required=True, help="the prepared folder (new, or one this command began)")
-    parser.add_argument("--bukva-source", choices=("trimmed", "original"), default="trimmed", help="trimmed/, or original/ cut to [begin, end)")
+    parser.add_argument("--bukva-source", choices=("trimmed", "original"), default="trimmed", help="trimmed/, or original/ whole with the sign's begin/end (idle no_event clips, continuous videos)")
     parser.add_argument("--short-side", type=int, default=256, help="frames are shrunk to this short side in pixels (default 256)")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality, 1-100 (default 90)")
     parser.add_argument("--workers", type=int, default=usable_cores(), help="processes, one video each (default: every usable core)")

@@ -7,9 +7,10 @@
 Each video goes through predict's own loop (runtime.predict.Recognizer: the same predictors, the same
 decision rule, from the model card beside the model), and the letters printed are scored against the
 signs: letter accuracy = 1 - (substitutions + deletions + insertions) / signs; false letters per minute of
-idle; the latency from a sign's last frame to its letter (median, 90th percentile). The videos: the
-built-in held-out ones (split 'test': never used to choose the decision rule), from the model card's data.
-The figures go into the model card under live[<model file>][<mode>].
+idle; the latency from a sign's last frame to its letter (median, 90th percentile). The videos: those of
+the model card's data, held out: the built-in data's 'test' videos (never used to choose the decision
+rule), or with --data bukva --data-root ROOT, Bukva's original test videos (one sign each, its [begin, end)
+from annotations.tsv). The figures go into the model card under live[<model file>][<mode>].
 """
 
 import argparse
@@ -18,20 +19,18 @@ from pathlib import Path
 
 from runtime.predict import LoadedModel, PredictError, Recognizer, card_beside, decision_rule, load
 from torch_tsm.cli import add_verbose_flag, run, setup, summary, user_errors
-from torch_tsm.clips import update_card
+from torch_tsm.clips import data_module, update_card
 from torch_tsm.metrics import LIVE_VIDEOS
-from torch_tsm.synthetic import SyntheticVideo, synthetic_videos
+from torch_tsm.synthetic import SyntheticVideo
 from torch_tsm.transcript import DecisionRule, VideoTruth, live_figures
 
 
-def held_out_videos(path: Path, split: str, count: int) -> list[SyntheticVideo]:
-    """The built-in continuous videos of the data the model was trained on (its card beside it)."""
+def held_out_videos(path: Path, split: str, count: int | None, data: str | None = None, data_root: Path | None = None) -> list:
+    """Continuous videos of the data the model was trained on (its card beside it), or of --data/--data-root."""
     config = card_beside(path).get("config")
     if config is None:
         raise PredictError(f"{path}: no model_card.json beside it, so no data to score it on (train with torch_tsm.train)")
-    if config.get("data") != "synthetic":
-        raise PredictError(f"{path}: trained on --data {config.get('data')}; continuous videos are built in for the built-in data only")
-    return synthetic_videos(split, count, config.get("seed", 0), config["image_size"])
+    return data_module(config, data, data_root).videos(split, count)
 
 
 def score(loaded: LoadedModel, rule: DecisionRule, videos: list[SyntheticVideo]) -> dict:
@@ -58,11 +57,12 @@ def live_summary(path: Path, mode: str, figures: dict) -> str:
     ])
 
 
-def evaluate_live(path: Path, mode: str | None = None, split: str = "test", count: int = LIVE_VIDEOS, stride: int = 1) -> dict:
+def evaluate_live(path: Path, mode: str | None = None, split: str = "test", count: int | None = LIVE_VIDEOS, stride: int = 1,
+                  data: str | None = None, data_root: Path | None = None) -> dict:
     """Scores the model file and writes the figures into its card. -> the figures."""
     loaded = load(path, mode, stride)
     rule = decision_rule(path)
-    figures = score(loaded, rule, held_out_videos(path, split, count))
+    figures = score(loaded, rule, held_out_videos(path, split, count, data, data_root))
     card = card_beside(path)
     update_card(path.parent, card["labels"], figures, "live", path.name, loaded.mode)
     print(live_summary(path, loaded.mode, figures))
@@ -75,14 +75,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--mode", choices=("clip", "stream"), help="default: stream for a streaming model file, clip otherwise")
     parser.add_argument("--stride", type=int, default=1, help="clip mode: a prediction every N kept frames")
     parser.add_argument("--split", choices=("val", "test"), default="test", help="test: held out from choosing the decision rule (default)")
-    parser.add_argument("--videos", type=int, default=LIVE_VIDEOS, help="how many continuous videos of 5 signs")
+    parser.add_argument("--videos", type=int, help=f"at most this many videos (default: {LIVE_VIDEOS} built-in videos of 5 signs; every Bukva test video)")
+    parser.add_argument("--data", choices=("synthetic", "bukva", "frames"), help="default: the model card's data")
+    parser.add_argument("--data-root", type=Path, help="the dataset's folder (bukva: with original/; frames: prepared from original/)")
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
     setup(args.verbose, tensorflow=args.model.is_dir())
     with user_errors(args.verbose):
         if not args.model.exists():
             raise PredictError(f"{args.model}: model not found")
-        return evaluate_live(args.model, args.mode, args.split, args.videos, args.stride)
+        count = args.videos or (LIVE_VIDEOS if (args.data or card_beside(args.model).get("config", {}).get("data")) == "synthetic" else None)
+        return evaluate_live(args.model, args.mode, args.split, count, args.stride, args.data, args.data_root)
 
 
 if __name__ == "__main__":

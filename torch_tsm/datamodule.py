@@ -9,7 +9,16 @@ from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader, DistributedSampler
 
 from torch_tsm.augment import ClipAugmentation, mirror_map
-from torch_tsm.datasets import ClipDataset, collate_clips, frame_folder_labels, read_bukva, read_frame_folders, usable_cores
+from torch_tsm.datasets import (
+    ClipDataset,
+    collate_clips,
+    frame_folder_labels,
+    read_bukva,
+    read_bukva_videos,
+    read_frame_folder_videos,
+    read_frame_folders,
+    usable_cores,
+)
 from torch_tsm.errors import UserError
 from torch_tsm.frames import FrameTransform
 from torch_tsm.labels import BUKVA_LABELS
@@ -123,18 +132,22 @@ class ClipDataModule(pl.LightningDataModule):
             self.no_event_clips[split] = dict(report.no_event_clips)
         return clips
 
-    def videos(self, split: str, count: int, num_signs: int = 5) -> list:
-        """`count` continuous videos of `split` ('train', 'val', or 'test': held out from choosing the decision rule)."""
-        if self.data != "synthetic":
-            raise UserError(f"--data {self.data}: continuous videos are built in for --data synthetic only")
-        return synthetic_videos(split, count, self.seed, self.image_size, num_signs)
+    def videos(self, split: str, count: int | None = None, num_signs: int = 5) -> list:
+        """Continuous videos of `split`: 'train', 'val', or 'test' (held out from choosing the decision rule).
+        Built in: `count` generated videos of `num_signs` signs. Bukva (original/) and prepared frame folders:
+        each original video with its one sign (val and test are both the held-out split), at most `count`."""
+        if self.data == "synthetic":
+            return synthetic_videos(split, count, self.seed, self.image_size, num_signs)
+        reader = read_bukva_videos if self.data == "bukva" else read_frame_folder_videos
+        videos, _ = reader(self.data_root, "train" if split == "train" else "val", self.image_size)
+        return videos[:count]
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit"):
             self.train_set = self.dataset("train", train=True)
             if self.stream_training:
-                # as many batches of windows as of clips: each training step takes one of each
-                count = max(1, len(self.train_set) // self.batch_size) * self.sequence_batch_size
+                # built in: as many batches of windows as of clips, each step takes one of each; else every video
+                count = max(1, len(self.train_set) // self.batch_size) * self.sequence_batch_size if self.data == "synthetic" else None
                 self.train_sequences = self.sequence_dataset(self.videos("train", count, num_signs=2), train=True)
         self.val_set = self.dataset("val", train=False)
         if self.stream_training:
@@ -155,7 +168,8 @@ class ClipDataModule(pl.LightningDataModule):
         if not self.stream_training:
             return clips
         sequences = self._loader(self.train_sequences, self._sampler(self.train_sequences, self.sequence_batch_size), self.sequence_batch_size)
-        return CombinedLoader({"clips": clips, "sequences": sequences}, mode="min_size")
+        # An epoch is one pass over the clips; the windows start again if there are fewer of them.
+        return CombinedLoader({"clips": clips, "sequences": sequences}, mode="max_size_cycle")
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         clips = self._loader(self.val_set, None, self.batch_size, collate_clips)

@@ -115,12 +115,13 @@ def stop_accuracy(args: argparse.Namespace) -> float | None:
 
 
 def stream_training(args: argparse.Namespace) -> bool:
-    """--stream-training, else on for a causal model on the built-in data (the data with continuous videos)."""
+    """--stream-training, else on for a causal model on data with continuous videos: the built-in data, or
+    Bukva's original videos (--bukva-source original); prepared frame folders of originals take the flag."""
     if args.stream_training is not None:
         if args.stream_training and args.shift != "causal":
             raise UserError(f"--stream-training needs --shift causal: a {args.shift} shift cannot run as a live stream")
         return args.stream_training
-    return args.shift == "causal" and args.data == "synthetic"
+    return args.shift == "causal" and (args.data == "synthetic" or (args.data == "bukva" and args.bukva_source == "original"))
 
 
 def run_folder(args: argparse.Namespace) -> Path:
@@ -224,6 +225,7 @@ def write_model_card(output: Path, args: argparse.Namespace, data: ClipDataModul
         "validation": validation,
         "validation_clips": len(targets),
         "skipped_clips": data.skipped,
+        **({"no_event_clips": data.no_event_clips} if data.no_event_clips else {}),
         "training": {"seconds": round(seconds, 1), "steps": steps, "epochs": epochs, "cpu_threads": os.cpu_count()},
     }
     if model.shift == "causal" and data.data == "synthetic":

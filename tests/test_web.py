@@ -30,7 +30,8 @@ from runtime.stream import StreamingTFLiteRunner
 from runtime.web import PAGE, main, manifest
 from torch_tsm.cli import run
 from torch_tsm.frames import FrameTransform
-from torch_tsm.synthetic import SYNTHETIC_LABELS, render_video
+from torch_tsm.synthetic import NO_EVENT, SYNTHETIC_LABELS, render_video
+from torch_tsm.transcript import DecisionRule, Transcriber
 
 REPO = Path(__file__).resolve().parents[1]
 # The built-in labels in Russian: the page must show Cyrillic as Bukva's labels need.
@@ -135,6 +136,55 @@ def test_the_page_prepares_frames_exactly_as_python(tmp_path):
     for i, ((w, h, size), frame) in enumerate(zip(cases, frames)):
         expected = FrameTransform(size)([frame], np.random.default_rng(0))[0]
         np.testing.assert_array_equal(np.fromfile(tmp_path / f"{i}.out", np.uint8).reshape(expected.shape), expected, err_msg=f"{w}x{h} -> {size}")
+
+
+def random_decisions(rng: np.random.Generator) -> dict:
+    """One random case for the decision rule: labels (no_event among them or not), settings, and logits
+    of kept frames that hold a class for a while, as a model does, with exact and near ties: uint8-like
+    levels (many equal logits), or a runner-up a hair below the top."""
+    k = int(rng.choice([2, 3, 5, 11]))
+    labels = [f"sign{i}" for i in range(k)]
+    if rng.random() < 0.7:
+        labels[int(rng.integers(k))] = NO_EVENT
+    rule = DecisionRule(int(rng.integers(1, 4)), int(rng.integers(1, 6)), int(rng.integers(1, 6)), float(rng.choice([0.3, 0.5, 0.7, 0.9, rng.random()])))
+    length = int(rng.integers(1, 60))
+    held = np.repeat(rng.integers(k, size=length), rng.integers(1, 8, size=length))[:length]  # the class shown, held for a few frames
+    logits = rng.normal(0, rng.choice([0.1, 1, 3]), (length, k))
+    logits[np.arange(length), held] += rng.choice([0.5, 2, 6])
+    kind = rng.integers(3)
+    if kind == 1:  # dequantized uint8: a few levels, so equal logits within and across frames
+        logits = np.round(logits / 0.5) * 0.5
+    elif kind == 2:  # a runner-up a hair below the top
+        runner_up = (held + 1) % k
+        logits[np.arange(length), runner_up] = logits[np.arange(length), held] - rng.choice([0.0, 1e-12, 1e-6], size=length)
+    return {"labels": labels, "rule": rule.as_dict(), "logits": logits.tolist()}
+
+
+def test_the_page_decides_exactly_as_python(tmp_path):
+    """decide.js against torch_tsm.transcript.Transcriber on a few thousand random logit sequences: the
+    same letters at the same kept frames, every one."""
+    require(None if shutil.which("node") else "node not found (Debian: apt-get install nodejs)")
+    rng = np.random.default_rng(0)
+    cases = [random_decisions(rng) for _ in range(3000)]
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    script = (
+        f"import {{ readFileSync, writeFileSync }} from 'node:fs'; import {{ Transcriber }} from '{PAGE / 'decide.js'}';"
+        f"const cases = JSON.parse(readFileSync('{tmp_path}/cases.json'));"
+        "const printed = cases.map(({ labels, rule, logits }) => {"
+        "  const transcriber = new Transcriber(labels, rule);"
+        "  return logits.map((frame, i) => [i, transcriber.add(frame)]).filter(([, k]) => k !== null);"
+        "});"
+        f"writeFileSync('{tmp_path}/printed.json', JSON.stringify(printed));"
+    )
+    subprocess.run(["node", "--input-type=module", "-e", script], check=True, timeout=120)
+    printed = json.loads((tmp_path / "printed.json").read_text())
+    letters = 0
+    for i, (case, got) in enumerate(zip(cases, printed, strict=True)):
+        transcriber = Transcriber(case["labels"], DecisionRule.from_dict(case["rule"]))
+        expected = [[j, k] for j, logits in enumerate(case["logits"]) if (k := transcriber(np.array(logits))) is not None]
+        assert got == expected, f"case {i}: {case['rule']}"
+        letters += len(expected)
+    assert letters > len(cases)  # the cases print letters, not only nothing
 
 
 # --- the page in Chromium -------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from torch_tsm.cli import add_verbose_flag, setup, user_errors
 from torch_tsm.cli import run as run_command  # run() below is the loop
 from torch_tsm.errors import UserError, reading
 from torch_tsm.frames import FrameTransform
+from torch_tsm.transcript import DecisionRule
 
 NO_EVENT = "no_event"
 
@@ -152,10 +153,21 @@ def labels_beside(path: Path, count: int) -> list[str]:
     return [str(i) for i in range(count)]
 
 
+def card_beside(path: Path) -> dict:
+    """The model card beside a model file (model_card.json), or {} where there is none."""
+    card_path = path.parent / "model_card.json"
+    return json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+
+
+def card_rule(path: Path) -> DecisionRule:
+    """The decision rule that training chose for the model (its card's "decision"), else the defaults."""
+    return DecisionRule.from_dict(card_beside(path).get("decision", {}))
+
+
 def card_segments(path: Path) -> int:
     """T of a streaming model (its clip length in training), from the model card beside it."""
     card_path = path.parent / "model_card.json"
-    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    card = card_beside(path)
     sections = [*card.get("streaming", {}).values(), card.get("config", {})]  # streaming: one section a route
     segments = next((section["num_segments"] for section in sections if "num_segments" in section), None)
     if segments is None:

@@ -102,14 +102,24 @@ def open_page(driver, url: str, frames: int, timeout_s: float = 120) -> dict:
 
 def wait_for_frames(driver, frames: int, timeout_s: float = 120) -> dict:
     """The open page's window.tsm once it has recorded `frames` frames, or stopped on an error."""
+    return _wait_for(driver, f"tsm.frames.length >= {frames}", f"{frames} frames recorded", timeout_s)
+
+
+def wait_for_video(driver, timeout_s: float = 300) -> dict:
+    """The open page's window.tsm once the video dropped on it has been decided to its end, or it stopped on an error."""
+    return _wait_for(driver, "tsm.done", "the dropped video decided to its end", timeout_s)
+
+
+def _wait_for(driver, condition: str, what: str, timeout_s: float) -> dict:
+    # `condition`: a JavaScript expression on the page's window.tsm
     url = driver.current_url
     deadline = time.monotonic() + timeout_s
     while True:
-        page = driver.execute_script("return {state: tsm.state, error: tsm.error, recorded: tsm.frames.length}")
-        if page["state"] == "error" or page["recorded"] >= frames:
+        page = driver.execute_script(f"return {{state: tsm.state, reached: Boolean({condition}), recorded: tsm.frames.length}}")
+        if page["state"] == "error" or page["reached"]:
             return driver.execute_script("return tsm")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{url}: {page['recorded']} of {frames} frames after {timeout_s:.0f} s (state {page['state']})")
+            raise TimeoutError(f"{url}: not {what} after {timeout_s:.0f} s ({page['recorded']} frames recorded, state {page['state']})")
         time.sleep(0.2)
 
 

@@ -75,10 +75,11 @@ def find_model(folder: Path) -> Path:
 
 
 def manifest(folder: Path) -> dict:
-    """What the page needs of the folder's model: file, mode, sizes, labels, the uint8 tensors' quantization."""
+    """What the page needs of the folder's model: file, mode, sizes, labels, the decision rule (the card's),
+    the uint8 tensors' quantization."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from runtime.predict import card_segments, labels_beside  # labels.txt and T found as predict finds them
+    from runtime.predict import decision_rule, card_segments, labels_beside  # labels.txt, T and the rule found as predict finds them
 
     path = find_model(folder)
     with reading(path, "TFLite model"):
@@ -91,7 +92,8 @@ def manifest(folder: Path) -> dict:
     labels = labels_beside(path, int(logits["shape"][-1]))
     return {
         "file": path.name, "mode": "stream" if streaming else "clip", "image_size": image_size,
-        "num_segments": segments or card_segments(path), "labels": labels, "litertjs": litertjs_version(), **tensors,
+        "num_segments": segments or card_segments(path), "labels": labels, "decision": decision_rule(path).as_dict(),
+        "litertjs": litertjs_version(), **tensors,
     }
 
 

@@ -11,7 +11,9 @@ node they skip, saying which is missing; in CI (CI=true) they fail instead, so t
 the page was tested.
 """
 
+import contextlib
 import http.client
+import io
 import json
 import os
 import shutil
@@ -24,17 +26,19 @@ import numpy as np
 import pytest
 
 from runtime import browser
-from runtime.clip import TFLiteRunner, quantize
-from runtime.predict import softmax
+from runtime.clip import TFLiteRunner, dequantize, quantize
+from runtime.predict import main as predict
 from runtime.stream import StreamingTFLiteRunner
 from runtime.web import PAGE, main, manifest
 from torch_tsm.cli import run
 from torch_tsm.frames import FrameTransform
-from torch_tsm.synthetic import SYNTHETIC_LABELS, render_video
+from torch_tsm.labels import read_labels
+from torch_tsm.synthetic import NO_EVENT, SIGN_LABELS, render_continuous, render_video
+from torch_tsm.transcript import DecisionRule, Transcriber, softmax
 
 REPO = Path(__file__).resolve().parents[1]
-# The built-in labels in Russian: the page must show Cyrillic as Bukva's labels need.
-CYRILLIC_LABELS = ["круг", "крест", "кольцо", "ромб", "вправо", "влево", "вниз", "вверх", "растёт", "сжимается"]
+# The built-in signs in Russian: the page must show Cyrillic as Bukva's labels need (no_event stays as it is).
+IN_RUSSIAN = dict(zip(SIGN_LABELS, ["круг", "крест", "кольцо", "ромб", "вправо", "влево", "вниз", "вверх", "растёт", "сжимается"], strict=True))
 FRAMES = 16  # frames the page records, at every camera frame (?step=1): within the 22 of the clip
 
 
@@ -110,6 +114,18 @@ def test_manifest_says_what_is_wrong(streaming_converted, tmp_path):
         manifest(streaming_as_clip)
 
 
+def test_manifest_carries_the_card_s_decision_rule(streaming_converted, tmp_path):
+    """The page decides with the rule training chose (the card's "decision"), else with the defaults."""
+    folder = streaming_folder(streaming_converted, tmp_path / "run")
+    card = json.loads((folder / "model_card.json").read_text(encoding="utf-8"))
+    card["decision"] = DecisionRule(frame_step=3, smooth=4, confirm=1, threshold=0.7).as_dict()
+    (folder / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
+    assert manifest(folder)["decision"] == {"frame_step": 3, "smooth": 4, "confirm": 1, "threshold": 0.7}
+    del card["decision"]
+    (folder / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
+    assert manifest(folder)["decision"] == DecisionRule().as_dict()
+
+
 def test_the_command_refuses_a_missing_folder_in_one_line(tmp_path, capsys):
     assert run(main, [str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"error: {tmp_path / 'nowhere'}: model folder not found"]
@@ -137,13 +153,75 @@ def test_the_page_prepares_frames_exactly_as_python(tmp_path):
         np.testing.assert_array_equal(np.fromfile(tmp_path / f"{i}.out", np.uint8).reshape(expected.shape), expected, err_msg=f"{w}x{h} -> {size}")
 
 
+def random_decisions(rng: np.random.Generator) -> dict:
+    """One random case for the decision rule: labels (no_event among them or not), settings, and logits
+    of kept frames that hold a class for a while, as a model does, with exact and near ties: uint8-like
+    levels (many equal logits), or a runner-up a hair below the top."""
+    k = int(rng.choice([2, 3, 5, 11]))
+    labels = [f"sign{i}" for i in range(k)]
+    if rng.random() < 0.7:
+        labels[int(rng.integers(k))] = NO_EVENT
+    rule = DecisionRule(int(rng.integers(1, 4)), int(rng.integers(1, 6)), int(rng.integers(1, 6)), float(rng.choice([0.3, 0.5, 0.7, 0.9, rng.random()])))
+    length = int(rng.integers(1, 60))
+    held = np.repeat(rng.integers(k, size=length), rng.integers(1, 8, size=length))[:length]  # the class shown, held for a few frames
+    logits = rng.normal(0, rng.choice([0.1, 1, 3]), (length, k))
+    logits[np.arange(length), held] += rng.choice([0.5, 2, 6])
+    kind = rng.integers(3)
+    if kind == 1:  # dequantized uint8: a few levels, so equal logits within and across frames
+        logits = np.round(logits / 0.5) * 0.5
+    elif kind == 2:  # a runner-up a hair below the top
+        runner_up = (held + 1) % k
+        logits[np.arange(length), runner_up] = logits[np.arange(length), held] - rng.choice([0.0, 1e-12, 1e-6], size=length)
+    return {"labels": labels, "rule": rule.as_dict(), "logits": logits.tolist()}
+
+
+def test_the_page_decides_exactly_as_python(tmp_path):
+    """decide.js against torch_tsm.transcript.Transcriber on a few thousand random logit sequences: the
+    same letters at the same kept frames, every one."""
+    require(None if shutil.which("node") else "node not found (Debian: apt-get install nodejs)")
+    rng = np.random.default_rng(0)
+    cases = [random_decisions(rng) for _ in range(3000)]
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    script = (
+        f"import {{ readFileSync, writeFileSync }} from 'node:fs'; import {{ Transcriber }} from '{PAGE / 'decide.js'}';"
+        f"const cases = JSON.parse(readFileSync('{tmp_path}/cases.json'));"
+        "const printed = cases.map(({ labels, rule, logits }) => {"
+        "  const transcriber = new Transcriber(labels, rule);"
+        "  return logits.map((frame, i) => [i, transcriber.add(frame)]).filter(([, k]) => k !== null);"
+        "});"
+        f"writeFileSync('{tmp_path}/printed.json', JSON.stringify(printed));"
+    )
+    subprocess.run(["node", "--input-type=module", "-e", script], check=True, timeout=120)
+    printed = json.loads((tmp_path / "printed.json").read_text())
+    letters = 0
+    for i, (case, got) in enumerate(zip(cases, printed, strict=True)):
+        transcriber = Transcriber(case["labels"], DecisionRule.from_dict(case["rule"]))
+        expected = [[j, k] for j, logits in enumerate(case["logits"]) if (k := transcriber(np.array(logits))) is not None]
+        assert got == expected, f"case {i}: {case['rule']}"
+        letters += len(expected)
+    assert letters > len(cases)  # the cases print letters, not only nothing
+
+
 # --- the page in Chromium -------------------------------------------------------------------------
 
 
 def camera_clip() -> np.ndarray:
-    # -> (L, 96, 128, 3): a built-in clip (move_down, 22 frames) as a 4:3 camera sees it, so the page letterboxes
-    video = render_video(np.random.default_rng(3), "move_down", 64).repeat(2, axis=1).repeat(2, axis=2)  # 128 x 128, each pixel 2 x 2
+    # -> (L, 96, 128, 3): a built-in clip (move_down, 22 frames) as a 4:3 camera sees it
+    return as_camera(render_video(np.random.default_rng(3), "move_down", 64))
+
+
+def as_camera(video: np.ndarray) -> np.ndarray:
+    # (L, 64, 64, 3) -> (L, 96, 128, 3): 4:3, as a camera sees it, so that the page letterboxes
+    video = video.repeat(2, axis=1).repeat(2, axis=2)  # 128 x 128, each pixel 2 x 2
     return np.ascontiguousarray(video[:, 16:112])
+
+
+def write_webm(frames: np.ndarray, path: Path) -> None:
+    # (L, H, W, 3) RGB -> a VP8 .webm at 30 frames per second, as a user's file
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"VP80"), 30, (frames.shape[2], frames.shape[1]))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
 
 
 @pytest.fixture(scope="module")
@@ -166,11 +244,11 @@ def open_folder(driver, folder: Path, query: str = f"?step=1&record={FRAMES}") -
 
 
 def streaming_folder(streaming_converted: Path, folder: Path, model: str = "model_streaming_uint8.tflite") -> Path:
-    """A streaming uint8 model with its card, and the built-in labels in Russian."""
+    """A streaming uint8 model with its card, and its labels in Russian."""
     link_model(folder, streaming_converted, model)
     shutil.copy(streaming_converted / "model_card.json", folder)
-    assert len(SYNTHETIC_LABELS) == len(CYRILLIC_LABELS)
-    (folder / "labels.txt").write_text("\n".join(CYRILLIC_LABELS) + "\n", encoding="utf-8")
+    labels = [IN_RUSSIAN.get(label, label) for label in read_labels(streaming_converted / "labels.txt")]
+    (folder / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
     return folder
 
 
@@ -213,16 +291,12 @@ def test_litert_js_route_matches_python_litert_frame_by_frame(page_browser, stre
     assert page["manifest"]["file"] == model
     logits = assert_stream_matches_python(got, folder / model)
 
-    # What the page shows: the top-3 of the mean of the last T frame logits, with their probabilities.
-    probabilities = softmax(logits[-page["manifest"]["num_segments"]:].mean(axis=0))
+    # What the page shows: the top-3 of what its decision rule decides on, the mean probabilities of the last `smooth` frames.
+    probabilities = softmax(logits[-page["manifest"]["decision"]["smooth"]:]).mean(axis=0)
     top3 = np.argsort(-probabilities, kind="stable")[:3]  # ties in class order, as the page's stable sort
     shown = [row.text.split("\n") for row in page_browser.find_elements("css selector", "#top3 li")]
-    assert [label for label, _ in shown] == [CYRILLIC_LABELS[k] for k in top3]
+    assert [label for label, _ in shown] == [page["manifest"]["labels"][k] for k in top3]
     assert np.allclose([float(score) for _, score in shown], probabilities[top3], atol=0.006)
-
-    screenshot = REPO / "build" / "web" / f"{model.removesuffix('.tflite')}.png"  # for the README (docs/web-page.png)
-    screenshot.parent.mkdir(parents=True, exist_ok=True)
-    assert page_browser.save_screenshot(str(screenshot))
 
 
 # A file of the model folder dropped on the page, as a user drops one from their file manager.
@@ -238,11 +312,7 @@ done();
 
 def test_a_dropped_video_plays_instead_of_the_camera(page_browser, streaming_converted, tmp_path):
     folder = streaming_folder(streaming_converted, tmp_path / "run")
-    clip = camera_clip()
-    writer = cv2.VideoWriter(str(folder / "clip.webm"), cv2.VideoWriter_fourcc(*"VP80"), 30, (clip.shape[2], clip.shape[1]))
-    for frame in clip:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
+    write_webm(camera_clip(), folder / "clip.webm")
     decoded = np.stack([cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) for frame in read_all(folder / "clip.webm")])
     with browser.served(folder) as url:
         assert browser.open_page(page_browser, f"{url}/?step=1&record={FRAMES}", FRAMES)["state"] == "running"  # the camera first
@@ -257,6 +327,47 @@ def test_a_dropped_video_plays_instead_of_the_camera(page_browser, streaming_con
         page_browser.execute_async_script(DROP, "labels.txt")  # not a video
         page = browser.wait_for_frames(page_browser, FRAMES)
         assert page["state"] == "error" and "cannot be played" in page["error"], page["error"]
+
+
+def test_a_dropped_video_is_transcribed_frame_exact_as_predict_transcribes_it(page_browser, streaming_converted, tmp_path):
+    """A continuous video of several signs, dropped on the page: every frame_step-th frame of the file is
+    decided, none skipped, and the page's transcript is predict's on the same file, whatever the model
+    prints (its truth is not asserted: the tests' model is not what this checks)."""
+    folder = streaming_folder(streaming_converted, tmp_path / "run")
+    model = folder / "model_streaming_uint8.tflite"
+    frames, _ = render_continuous(np.random.default_rng(7), 64, num_signs=4)
+    write_webm(as_camera(frames), folder / "signs.webm")
+    with browser.served(folder) as url:
+        assert browser.open_page(page_browser, f"{url}/?record=10000", 1)["state"] == "running"  # the camera first
+        for _ in range(3):  # Chromium's player drops a frame it deems late now and then, and the page says so: another try
+            page_browser.execute_async_script(DROP, "signs.webm")
+            page = browser.wait_for_video(page_browser)
+            if page["state"] != "running" or page["dropped"] == 0:
+                break
+        assert page["dropped"] == 0, f"Chromium's player dropped {page['dropped']} frames in each of 3 plays"
+        screenshot = REPO / "build" / "web" / "transcript.png"  # for the README (docs/web-page.png, in 128 colours)
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        assert page_browser.save_screenshot(str(screenshot))
+    assert page["state"] == "running", page["error"]
+    rule = DecisionRule.from_dict(page["manifest"]["decision"])
+    got = browser.recorded(page)
+    kept = np.stack([cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) for frame in read_all(folder / "signs.webm")[:: rule.frame_step]])
+    assert len(got.camera) == len(kept)  # none skipped
+    assert np.abs(got.camera.astype(int) - kept).max() <= 3  # and each the frame of its number (its own YUV -> RGB)
+
+    # The page decided as Python's Transcriber decides on the page's own logits, exactly.
+    labels = page["manifest"]["labels"]
+    transcriber = Transcriber(labels, rule)
+    logits = dequantize(got.logits, StreamingTFLiteRunner(model).outputs["logits"])
+    expected = [(i * rule.frame_step, labels[k]) for i, frame in enumerate(logits) if (k := transcriber(frame)) is not None]
+    assert [(letter["frame"], letter["label"]) for letter in page["letters"]] == expected
+    assert page["transcript"] == [label for _, label in expected]
+    assert page_browser.find_element("id", "transcript").text == " ".join(page["transcript"])
+
+    # predict on the same file: the same transcript.
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        predict([str(folder / "signs.webm"), "--model", str(model), "--json"])
+    assert page["transcript"] == json.loads(printed.getvalue())["transcript"]
 
 
 def read_all(path: Path) -> list[np.ndarray]:

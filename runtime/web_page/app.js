@@ -1,17 +1,22 @@
-// The page: the camera (or a dropped video) frame by frame through the model, the top-3 labels, the
-// frames per second and the model's time per frame; and, in plain words, whatever stops it.
+// The page: the camera (or a dropped video) frame by frame through the model, the letters it decided so
+// far (the transcript), the top-3 labels, the frames per second and the model's time per frame; and, in
+// plain words, whatever stops it. Letters are decided by the model's decision rule (the card's, in the
+// manifest; decide.js), as runtime.predict decides them. The camera runs in real time: a frame that comes
+// while the model is busy is skipped. A dropped video is decided frame-exact instead: it plays once,
+// waiting at each frame until the model is done with it, so its transcript is predict's on the same file.
 //
-// URL options: ?step=N feeds every N-th frame (default 2, as runtime.predict's --frame-step);
-// ?smooth=N shows the mean of the last N frame logits of a streaming model (default T);
+// URL options: ?step=N feeds every N-th frame (default: the rule's frame_step, as runtime.predict);
+// ?smooth=N decides on the mean probabilities of the last N kept frames (default: the rule's smooth);
 // ?threads=N WebAssembly threads (default 2, when the page is cross-origin isolated);
 // ?record=N keeps the first N frames fed to the model (the camera frame, the model's input and its uint8
 // logits) in window.tsm.frames and stops there, showing the N-th frame's result (a dropped video starts
 // a new record): for tests/test_web.py and bench/web_latency.py to read back.
+// Escape or the clear button empties the transcript; a new source (camera or dropped video) starts a new one.
 
 import { letterbox, quantize, dequantize, rgbaToRgb } from "/prepare.js";
+import { Transcriber } from "/decide.js";
 
 const options = new URLSearchParams(location.search);
-const step = positive(options.get("step"), 2);
 const threads = positive(options.get("threads"), 2);
 const recordFrames = positive(options.get("record"), 0);
 const $ = (id) => document.getElementById(id);
@@ -19,8 +24,10 @@ const video = $("video");
 const canvas = document.createElement("canvas");
 const context = canvas.getContext("2d", { willReadFrequently: true });
 
-// What the tests read: state "loading" | "running" | "error", the error, and the recorded frames.
-const tsm = (window.tsm = { state: "loading", error: null, frames: [], manifest: null, runtime: null });
+// What the tests read: state "loading" | "running" | "error", the error, the recorded frames, the
+// transcript (the labels printed so far) with each letter's kept frame and time, and whether a dropped
+// video has been decided to its end.
+const tsm = (window.tsm = { state: "loading", error: null, frames: [], manifest: null, runtime: null, transcript: [], letters: [], done: false, dropped: 0 });
 
 function positive(text, fallback) {
   const value = Number.parseInt(text ?? "", 10);
@@ -52,7 +59,8 @@ async function main() {
     return fail(manifest.error);
   }
   tsm.manifest = manifest;
-  const smooth = positive(options.get("smooth"), manifest.num_segments) || 1;
+  const { decision } = manifest;
+  const rule = { ...decision, frame_step: positive(options.get("step"), decision.frame_step) || 1, smooth: positive(options.get("smooth"), decision.smooth) || 1 };
   let modelApi, runtime, model;
   try {
     // Imported here, not at the top: a LiteRT.js file missing on the server is then a message, not a blank page.
@@ -72,11 +80,14 @@ async function main() {
   }
   tsm.runtime = runtime;
   $("model").textContent = `${manifest.file}: ${manifest.mode === "stream" ? "streaming, one frame at a time" : `clip model on the last ${manifest.num_segments} frames`}, ` +
-    `${manifest.image_size} px, ${manifest.labels.length} classes, ${step === 1 ? "every frame" : `1 frame in ${step}`}`;
+    `${manifest.image_size} px, ${manifest.labels.length} classes, ${rule.frame_step === 1 ? "every frame" : `1 frame in ${rule.frame_step}`}`;
+  $("rule").textContent = `mean of ${rule.smooth} frame${rule.smooth > 1 ? "s" : ""}, on top at ${rule.threshold.toFixed(2)} or more for ${rule.confirm} in a row`;
   $("runtime").textContent = `LiteRT.js ${manifest.litertjs}, WebAssembly, ${runtime.threads} thread${runtime.threads > 1 ? "s" : ""}, ${runtime.simd}` +
     `${runtime.isolated ? ", cross-origin isolated" : ", not cross-origin isolated"}`;
-  const loop = new FrameLoop(model, manifest, smooth);
+  const loop = new FrameLoop(model, manifest, rule);
   setUpDrop(loop);
+  $("clear").addEventListener("click", () => loop.clear());
+  document.addEventListener("keydown", (event) => { if (event.key === "Escape") loop.clear(); });
   await startCamera(loop);
 }
 
@@ -128,17 +139,21 @@ function setUpDrop(loop) {
 }
 
 class FrameLoop {
-  constructor(model, manifest, smooth) {
+  constructor(model, manifest, rule) {
     this.model = model;
     this.manifest = manifest;
-    this.smooth = smooth;
+    this.rule = rule;
+    // Bukva's labels are letters, printed one after another; longer labels (the built-in ones) need spaces.
+    this.separator = manifest.labels.every((label) => label === "no_event" || [...label].length === 1) ? "" : " ";
     this.source = 0; // each camera or video gets the next number; a frame of an earlier one is dropped
     this.busy = false; // one model call at a time: a stream's buffers go from one call to the next
   }
 
   play(stream, file) {
     const source = ++this.source;
-    Object.assign(this, { seen: 0, fedSource: null });
+    Object.assign(this, { seen: 0, dropped: 0, fedSource: null, file, transcriber: new Transcriber(this.manifest.labels, this.rule) });
+    tsm.done = false;
+    this.clear();
     const unplayable = (why) => fail(`${file?.name ?? "The camera's video"} cannot be played by this browser (${why}): not a video, or a format it does not decode.`);
     video.onerror = () => unplayable(video.error?.message || "a decoding error");
     video.srcObject?.getTracks().forEach((track) => track.stop()); // a dropped video turns the camera off
@@ -146,18 +161,31 @@ class FrameLoop {
     if (file) {
       if (video.src) URL.revokeObjectURL(video.src);
       video.src = URL.createObjectURL(file);
-      video.loop = true;
+      video.onended = () => this.ended(source);
     }
-    video.play().catch((error) => unplayable(error.message));
+    // AbortError: this page paused it (a file, at its first frame) or loaded another source; a file it cannot decode is video.onerror's.
+    video.play().catch((error) => error.name === "AbortError" || unplayable(error.message));
     video.requestVideoFrameCallback((now, meta) => this.frame(source, meta));
   }
 
   async frame(source, meta) {
     if (source !== this.source) return;
-    if (this.seen++ % step === 0 && video.videoWidth > 0 && !this.busy) {
+    // The frame's number in the source: a frame the player dropped (it never comes here) is counted all the same.
+    const dropped = video.getVideoPlaybackQuality().droppedVideoFrames;
+    this.seen += dropped - this.dropped;
+    this.dropped = dropped;
+    const number = this.seen++;
+    const kept = number % this.rule.frame_step === 0 && video.videoWidth > 0;
+    if (this.file) {
+      // Paused at every frame until it is done with, so that playing on cannot pass a frame unseen.
+      video.pause();
+      if (kept) await this.feed(source, meta, number);
+      if (source !== this.source) return;
+      if (!video.ended) video.play().catch(() => {}); // a failure to play on is video.onerror's to report
+    } else if (kept && !this.busy) {
       this.busy = true;
       try {
-        await this.feed(source, meta);
+        await this.feed(source, meta, number);
       } finally {
         this.busy = false;
       }
@@ -165,10 +193,20 @@ class FrameLoop {
     if (source === this.source) video.requestVideoFrameCallback((now, next) => this.frame(source, next));
   }
 
-  async feed(source, meta) {
+  // A dropped video played to its end: every frame of it has been through frame(), as it paused the video for each.
+  ended(source) {
+    if (source !== this.source) return;
+    // Chromium's player may still drop a frame it deems late (measured: about 1 run in 7 of 165 frames): said, not hidden.
+    tsm.dropped = this.dropped;
+    tsm.done = true;
+    const dropped = tsm.dropped ? `, ${tsm.dropped} dropped by the browser's player, so the transcript may differ from predict's` : "";
+    inform(`${this.file.name}: decided to its end (${this.seen} frames${dropped}); drop another video, or reload the page for the camera`);
+  }
+
+  async feed(source, meta, number) {
     if (this.fedSource !== source) { // a new source: a new stream, from zero buffers
       this.model.reset();
-      Object.assign(this, { fedSource: source, recent: [], times: [], fedAt: [] });
+      Object.assign(this, { fedSource: source, times: [], fedAt: [] });
     }
     const { videoWidth: width, videoHeight: height } = video;
     canvas.width = width;
@@ -191,25 +229,39 @@ class FrameLoop {
       }
       tsm.frames.push({ presented: meta.presentedFrames, time: meta.mediaTime, width, height, raw: base64(rgb), input: base64(input), logits: result.logits && base64(result.logits), ms: result.ms });
     }
-    this.show(result);
+    this.show(result, number, meta.mediaTime);
     showInput(input, this.manifest.image_size);
   }
 
-  show({ logits, ms }) {
+  show({ logits, ms }, number, time) {
     const now = performance.now();
     this.fedAt.push(now);
     while (this.fedAt[0] < now - 1000) this.fedAt.shift();
     if (logits === null) return; // a clip model before its first T frames
     this.times.push(ms);
     if (this.times.length > 30) this.times.shift();
-    this.recent.push(dequantize(logits, this.manifest.logits));
-    if (this.recent.length > (this.manifest.mode === "stream" ? this.smooth : 1)) this.recent.shift();
-    const mean = this.recent[0].map((_, k) => this.recent.reduce((sum, l) => sum + l[k], 0) / this.recent.length);
-    const probabilities = softmax(mean);
+    const printed = this.transcriber.add(dequantize(logits, this.manifest.logits));
+    if (printed !== null) {
+      const label = this.manifest.labels[printed];
+      tsm.transcript.push(label);
+      tsm.letters.push({ label, frame: number, time_s: time });
+      this.showTranscript();
+    }
+    const probabilities = this.transcriber.shown;
     const top = [...probabilities.keys()].sort((a, b) => probabilities[b] - probabilities[a]).slice(0, 3);
     $("top3").replaceChildren(...top.map((k) => entry(this.manifest.labels[k], probabilities[k])));
     $("fps").textContent = this.fedAt.length > 1 ? ((this.fedAt.length - 1) / ((now - this.fedAt[0]) / 1000)).toFixed(1) : "–";
     $("model-ms").textContent = `${(this.times.reduce((a, b) => a + b, 0) / this.times.length).toFixed(2)} ms`;
+  }
+
+  // Empties the transcript; the decisions go on, so a sign still held is not printed again.
+  clear() {
+    Object.assign(tsm, { transcript: [], letters: [] });
+    this.showTranscript();
+  }
+
+  showTranscript() {
+    $("transcript").textContent = tsm.transcript.join(this.separator);
   }
 }
 
@@ -231,13 +283,6 @@ function entry(label, probability) {
   bar.style.width = `${Math.round(probability * 100)}%`;
   item.append(text, bar);
   return item;
-}
-
-function softmax(logits) {
-  const top = Math.max(...logits);
-  const exp = logits.map((l) => Math.exp(l - top));
-  const sum = exp.reduce((a, b) => a + b, 0);
-  return exp.map((e) => e / sum);
 }
 
 function base64(bytes) {

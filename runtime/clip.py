@@ -141,6 +141,9 @@ def dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
     return (values.astype(np.float32) - zero_point) * scale
 
 
+FILE_KINDS = {".tflite": "TFLite model", ".onnx": "ONNX model"}  # what a user's error line calls the file
+
+
 def load_runner(path: str | Path, threads: int = 2):
     """The runner for a model file: .ckpt (PyTorch), .onnx, a SavedModel folder or .tflite.
 
@@ -155,6 +158,13 @@ def load_runner(path: str | Path, threads: int = 2):
         with reading(path, "SavedModel"):
             return SavedModelRunner(path)
     suffix = path.suffix.lower()
+    if suffix in (".onnx", ".tflite"):
+        from runtime.stream import is_streaming_file  # runtime.stream builds on this module
+
+        with reading(path, FILE_KINDS[suffix]):
+            if is_streaming_file(path):
+                raise UserError(f"{path}: a streaming model (a frame and buffers in, logits and buffers out), where a clip model is needed; "
+                                "predict, evaluate, live and the page take it, or convert the checkpoint without --streaming")
     if suffix in (".ckpt", ".pt", ".pth"):
         with reading(path, "checkpoint"):
             return TorchRunner(load_model(path))

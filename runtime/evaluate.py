@@ -32,7 +32,7 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
-from runtime.clip import Runner, TorchRunner, load_runner
+from runtime.clip import FILE_KINDS, Runner, TorchRunner, load_runner
 from torch_tsm.cli import add_verbose_flag, run, setup, user_errors
 from torch_tsm.clips import data_module, read_card
 from torch_tsm.datamodule import DATA_KINDS, ClipDataModule
@@ -112,8 +112,8 @@ def load_clip_or_streaming_runner(path: Path) -> Runner:
     from runtime.predict import card_segments
     from runtime.stream import is_streaming_file, load_stream_runner
 
-    if path.is_file():
-        with reading(path, "model"):
+    if path.suffix.lower() in FILE_KINDS:
+        with reading(path, FILE_KINDS[path.suffix.lower()]):
             streaming = is_streaming_file(path)
         if streaming:
             with reading(path, "streaming model"):

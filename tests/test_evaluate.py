@@ -194,3 +194,13 @@ def test_onnx_file_and_saved_model(trained_run, converted, reference, tmp_path):
         assert entry["figures"]["clips"] == len(labels)
         assert entry["figures"]["accuracy"] == pytest.approx((torch_logits.argmax(1) == labels).mean(), abs=1e-6)
     assert report["comparison"]["agreement"] == {"model.onnx": 1.0, "saved_model": 1.0}
+
+
+def test_a_streaming_model_is_evaluated_as_its_clips_played_as_streams(trained_run, streaming_converted, reference, tmp_path):
+    # A streaming model plays each clip from zero buffers: the clip model's figures (float: PyTorch's predictions).
+    _, labels, torch_logits, _ = reference
+    (tmp_path / "model_streaming_float32.tflite").symlink_to(streaming_converted / "model_streaming_float32.tflite")
+    shutil.copy(trained_run / "model_card.json", tmp_path)
+    report = evaluate(tmp_path / "model_streaming_float32.tflite", output=tmp_path / "out")
+    figures = report["models"]["model_streaming_float32.tflite"]["figures"]
+    assert figures["clips"] == len(labels) and figures["accuracy"] == pytest.approx((torch_logits.argmax(1) == labels).mean(), abs=1e-6)

@@ -9,7 +9,7 @@ import pytest
 
 from torch_tsm.sequences import IGNORE, SETTLE_FRAMES, frame_targets
 from torch_tsm.synthetic import IDLE_FRAMES, NO_EVENT, SIGN_LABELS, SYNTHETIC_LABELS, Sign, render_video, synthetic_videos
-from torch_tsm.transcript import DecisionRule, VideoTruth, align, live_figures, softmax, transcribe
+from torch_tsm.transcript import DecisionRule, Transcriber, VideoTruth, align, live_figures, softmax, transcribe
 
 LABELS = [NO_EVENT, "a", "b"]
 
@@ -104,3 +104,14 @@ def test_live_figures_by_hand():
     assert figures["letter_accuracy"] == pytest.approx(0.5)
     assert figures["false_events_per_idle_minute"] == pytest.approx(1 / (8 / 60))
     assert figures["latency_s"]["median"] == pytest.approx(0.3)
+
+
+def test_all_frames_at_once_decide_as_one_frame_at_a_time():
+    # transcribe (training's choice of the rule, the card) against Transcriber (predict, the page's reference).
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        rule = DecisionRule(1, int(rng.integers(1, 9)), int(rng.integers(1, 5)), float(rng.choice([0.3, 0.5, 0.7])))
+        logits = rng.normal(0, 2, (int(rng.integers(1, 40)), len(LABELS))) + 4 * np.eye(len(LABELS))[rng.integers(0, 3, 1)]
+        transcriber = Transcriber(LABELS, rule)
+        one_at_a_time = [(i, k) for i, row in enumerate(logits) if (k := transcriber(row)) is not None]
+        assert transcribe(softmax(logits), LABELS, rule) == one_at_a_time

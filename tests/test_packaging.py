@@ -29,6 +29,7 @@ COMMANDS = {  # console script -> the module that python -m runs
     "tsm-inspect": "conversion.inspect",
     "tsm-parity": "conversion.parity",
     "tsm-web": "runtime.web",
+    "tsm-live": "runtime.live",
 }
 
 

@@ -13,11 +13,14 @@ from conversion.errors import ConversionError
 from conversion.inspect import inspect_tflite
 from conversion.parity import STREAMING_FILES, tflite_stage
 from conversion.streaming import convert_streaming
-from runtime.clip import TorchRunner
+from conversion.to_tflite import main as to_tflite_main
+from runtime.clip import TorchRunner, load_runner
 from runtime.stream import StreamingTFLiteRunner, TorchStreamRunner, is_streaming_onnx, is_streaming_tflite
-from tests.conftest import smooth_clips, snapshot, with_real_batchnorm_statistics
+from tests.conftest import smooth_clips, snapshot, training_checkpoint, with_real_batchnorm_statistics
+from torch_tsm.cli import run
 from torch_tsm.clips import held_out_clips, read_card
 from torch_tsm.datamodule import ClipDataModule
+from torch_tsm.errors import UserError
 from torch_tsm.metrics import predict_logits
 from torch_tsm.model import build_model, load_model
 from torch_tsm.streaming import Stream, StreamingTSM
@@ -244,3 +247,19 @@ def test_conversion_refuses_a_bidirectional_model(small_model, tmp_path):
     small_model.image_size = 32
     with pytest.raises(ValueError, match="causal"):
         convert_streaming(small_model, tmp_path, np.zeros((1, 4, 32, 32, 3), np.uint8))
+
+
+def test_the_command_refuses_a_bidirectional_checkpoint_in_one_line(small_model, tmp_path, capsys):
+    checkpoint = tmp_path / "bidirectional.ckpt"
+    torch.save(training_checkpoint(small_model), checkpoint)
+    assert run(to_tflite_main, ["--checkpoint", str(checkpoint), "--streaming", "--data", "synthetic"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {checkpoint}: --streaming needs a model trained with --shift causal; this one has the bidirectional shift, "
+        "which looks at frames a live stream has not seen yet"
+    ]
+
+
+def test_a_streaming_model_where_a_clip_model_is_needed_is_one_line(streaming_converted):
+    path = streaming_converted / "model_streaming_uint8.tflite"
+    with pytest.raises(UserError, match=r"model_streaming_uint8.tflite: a streaming model \(a frame and buffers in, logits and buffers out\), where a clip model is needed"):
+        load_runner(path)

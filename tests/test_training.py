@@ -30,12 +30,14 @@ def saved_step(checkpoint: Path) -> int:
     return torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
 
 
-# The short run that proves training learns: three epochs of the demo model on clean clips, about two and a
-# half minutes. Over 3 seeds x 2 instruction sets (README, "Across CPUs and seeds") it reached 59.5-72.0%;
+# The short run that proves training learns: three epochs of the demo model, bidirectional (clips alone: the
+# stream recipe is proven by the tests' model, its card's live figures), on clean clips, about two and a
+# half minutes. Over 3 seeds x 2 instruction sets (docs/reproducibility.md; before no_event joined the built-in
+# classes) it reached 59.5-72.0%;
 # trainings broken on purpose stayed near chance: each clip trained with its neighbour's label 11.0%, the
 # backbone never trained 19.5%. (Without the shift it still reaches 52.5%: the shift is proven on the tests'
 # model, tests/test_fixture_model.py, and against a hand-written shift, tests/test_shift.py.)
-LEARNING_RECIPE = ["--synthetic-clips", "1600", "200", "--max-epochs", "3", "--no-photometric", "--no-blur", "--until-accuracy", "off"]
+LEARNING_RECIPE = ["--shift", "bidirectional", "--synthetic-clips", "1600", "200", "--max-epochs", "3", "--no-photometric", "--no-blur", "--until-accuracy", "off"]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,7 @@ def learning_run(tmp_path_factory) -> Path:
 def test_short_training_run_learns(learning_run):
     output = learning_run
     card = json.loads((output / "model_card.json").read_text(encoding="utf-8"))
-    assert card["validation"]["accuracy"] >= 0.4  # 10 classes: chance is 0.1
+    assert card["validation"]["accuracy"] >= 0.4  # 11 classes: chance is 0.09
     assert card["config"]["flip"] is False  # the built-in clips are drawn left-right symmetric already
     assert card["config"]["flip_pairs"] == [["move_right", "move_left"]]  # what --flip would swap
     assert card["config"]["until_accuracy"] is None and card["training"]["epochs"] == 3

@@ -250,6 +250,7 @@ to_tflite = _command("conversion.to_tflite", tensorflow=True)
 inspect = _command("conversion.inspect")
 parity = _command("conversion.parity")
 web = _command("runtime.web")
+live = _command("runtime.live")
 
 
 def summary(title: str, rows: list[tuple[str, str]]) -> str:

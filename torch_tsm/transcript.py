@@ -37,8 +37,8 @@ class DecisionRule:
 
 
 # The settings that training tries on its validation videos (choose_rule); the best one goes into the card.
-SMOOTH_CHOICES = (1, 2, 3, 4)
-CONFIRM_CHOICES = (1, 2, 3, 4)
+SMOOTH_CHOICES = (1, 2, 4, 6, 8, 12)
+CONFIRM_CHOICES = (1, 2, 3, 4, 6, 8)
 THRESHOLD_CHOICES = (0.3, 0.5, 0.7, 0.9)
 
 
@@ -49,17 +49,36 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
+class Decider:
+    """The rule's memory: which class is on top how many frames in a row, and which was decided last."""
+
+    def __init__(self, no_event: int, confirm: int) -> None:
+        self.no_event, self.confirm = no_event, confirm
+        self.candidate, self.run = -1, 0
+        self.decided = -1  # the class decided last, a sign or no_event; -1 before any
+
+    def __call__(self, top: int, confident: bool) -> int | None:
+        # the top class of a frame's smoothed probabilities, and whether it reaches the threshold -> the class printed, or None
+        if confident and top == self.candidate:
+            self.run += 1
+        else:
+            self.candidate, self.run = top, int(confident)
+        if self.run != self.confirm:
+            return None
+        printed = top != self.decided and top != self.no_event
+        self.decided = top
+        return top if printed else None
+
+
 class Transcriber:
     """The decision rule, one kept frame at a time: `transcriber(logits)` gives the class whose letter
-    this frame prints, or None."""
+    this frame prints, or None. `shown`: the smoothed probabilities of the last frame."""
 
     def __init__(self, labels: list[str], rule: DecisionRule) -> None:
         self.rule = rule
-        self.no_event = labels.index(NO_EVENT) if NO_EVENT in labels else -1
+        self.decide = Decider(labels.index(NO_EVENT) if NO_EVENT in labels else -1, rule.confirm)
         self.recent: deque[np.ndarray] = deque(maxlen=rule.smooth)
-        self.candidate, self.run = -1, 0
-        self.decided = -1  # the class decided last, a sign or no_event; -1 before any
-        self.shown = np.zeros(len(labels))  # the smoothed probabilities of the last frame
+        self.shown = np.zeros(len(labels))
 
     def __call__(self, logits: np.ndarray) -> int | None:
         return self.add_probabilities(softmax(logits))
@@ -69,22 +88,30 @@ class Transcriber:
         self.recent.append(probabilities)
         self.shown = np.sum(self.recent, axis=0) / len(self.recent)
         top = int(self.shown.argmax())
-        confident = self.shown[top] >= self.rule.threshold
-        if confident and top == self.candidate:
-            self.run += 1
-        else:
-            self.candidate, self.run = top, int(confident)
-        if self.run != self.rule.confirm:
-            return None
-        printed = top != self.decided and top != self.no_event
-        self.decided = top
-        return top if printed else None
+        return self.decide(top, bool(self.shown[top] >= self.rule.threshold))
+
+
+def smoothed(probabilities: np.ndarray, smooth: int) -> np.ndarray:
+    # (L, K) -> (L, K): frame i's mean over frames max(0, i - smooth + 1)..i, summed in frame order as
+    # Transcriber sums its window (so with the same float rounding)
+    length = len(probabilities)
+    totals = np.cumsum(probabilities, axis=0)  # the first smooth - 1 frames: everything so far, in order
+    if length >= smooth:
+        full = probabilities[: length - smooth + 1].copy()
+        for back in range(1, smooth):
+            full += probabilities[back : length - smooth + 1 + back]
+        totals[smooth - 1 :] = full
+    return totals / np.minimum(np.arange(1, length + 1), smooth)[:, None]
 
 
 def transcribe(probabilities: np.ndarray, labels: list[str], rule: DecisionRule) -> list[tuple[int, int]]:
-    # (L, K) probabilities of L kept frames -> (kept frame, class) of each printed letter
-    transcriber = Transcriber(labels, rule)
-    printed = ((i, transcriber.add_probabilities(p)) for i, p in enumerate(probabilities))
+    # (L, K) probabilities of L kept frames -> (kept frame, class) of each printed letter; as Transcriber
+    # frame by frame, with the smoothing done for all frames at once
+    shown = smoothed(probabilities, rule.smooth)
+    tops = shown.argmax(axis=1)
+    confident = shown[np.arange(len(shown)), tops] >= rule.threshold
+    decide = Decider(labels.index(NO_EVENT) if NO_EVENT in labels else -1, rule.confirm)
+    printed = ((i, decide(top, ok)) for i, (top, ok) in enumerate(zip(tops.tolist(), confident.tolist())))
     return [(i, k) for i, k in printed if k is not None]
 
 

@@ -231,6 +231,8 @@ def main(argv: list[str] | None = None) -> dict:
     except KeyboardInterrupt:
         print(f"interrupted: no model written to {output}; run the same command again", file=sys.stderr)
         raise SystemExit(130) from None
+    if Path(output) != checkpoint.parent and card_path.is_file():
+        carry_training_card(card_path, Path(output) / "model_card.json")
     print(conversion_summary(output, figures, args.streaming))
     if args.streaming and not figures["failed"] and config.get("data") == "synthetic" and Path(output) == checkpoint.parent:
         # The live figures of the model a user ships: its letters on the built-in held-out continuous videos.
@@ -241,6 +243,14 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"error: {Path(output) / u8}: written by --keep-failed-uint8, but it FAILED its parity check (model_card.json); do not ship it", file=sys.stderr)
         raise SystemExit(1)
     return figures
+
+
+def carry_training_card(training_card: Path, output_card: Path) -> None:
+    """An output folder of its own becomes a model folder of its own: its card takes what training wrote
+    (the data, the labels, the decision rule, the validation figures) beside the conversion's figures."""
+    converted = json.loads(output_card.read_text(encoding="utf-8"))
+    trained = json.loads(training_card.read_text(encoding="utf-8"))
+    output_card.write_text(json.dumps(trained | converted, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 def conversion_summary(output: Path, figures: dict, streaming: bool = False) -> str:

@@ -60,9 +60,9 @@ def live_summary(path: Path, mode: str, figures: dict) -> str:
 def evaluate_live(path: Path, mode: str | None = None, split: str = "test", count: int | None = LIVE_VIDEOS, stride: int = 1,
                   data: str | None = None, data_root: Path | None = None) -> dict:
     """Scores the model file and writes the figures into its card. -> the figures."""
+    videos = held_out_videos(path, split, count, data, data_root)  # first: the card, without which nothing else is known
     loaded = load(path, mode, stride)
-    rule = decision_rule(path)
-    figures = score(loaded, rule, held_out_videos(path, split, count, data, data_root))
+    figures = score(loaded, decision_rule(path), videos)
     card = card_beside(path)
     update_card(path.parent, card["labels"], figures, "live", path.name, loaded.mode)
     print(live_summary(path, loaded.mode, figures))

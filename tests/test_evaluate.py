@@ -143,17 +143,23 @@ def test_cyrillic_class_names_render(tmp_path):
 
 
 def test_data_comes_from_the_card_or_must_be_given(converted, tmp_path, capsys):
-    # The converted folder's card holds no training config: the data must be named.
+    # A model folder whose card holds no training config (put together by hand): the data must be named.
+    folder = tmp_path / "by_hand"
+    folder.mkdir()
+    (folder / UINT8).symlink_to(converted / UINT8)
+    card = read_card(converted)
+    del card["config"]
+    (folder / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
     with pytest.raises(SystemExit, match="pass --data"):
-        evaluate(converted / UINT8, output=tmp_path)
-    report = evaluate(converted / UINT8, output=tmp_path, extra=["--data", "synthetic"])
+        evaluate(folder / UINT8, output=tmp_path)
+    report = evaluate(folder / UINT8, output=tmp_path, extra=["--data", "synthetic"])
     assert report["data"] == {**report["data"], "data": "synthetic", "split": "val", "num_segments": 8, "image_size": 64, "clips": 400}
     assert "model_uint8.tflite (tflite): accuracy" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
     "problem, message",
-    [("missing", "nowhere.tflite: model not found"), ("unknown runtime", "unknown model type '.bin'"), ("input size", "takes clips of 8 frames at 64 px, but the data gives 8 frames at 48 px"), ("classes", "predicts 10 classes.*but the synthetic data has 10 classes")],
+    [("missing", "nowhere.tflite: model not found"), ("unknown runtime", "unknown model type '.bin'"), ("input size", "takes clips of 8 frames at 64 px, but the data gives 8 frames at 48 px"), ("classes", "predicts 11 classes.*but the synthetic data has 11 classes")],
 )
 def test_clear_errors(problem, message, trained_run, tmp_path):
     model = trained_run / CHECKPOINT
@@ -170,7 +176,7 @@ def test_clear_errors(problem, message, trained_run, tmp_path):
         card["config"]["image_size"] = 48
         (tmp_path / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
     else:
-        (tmp_path / "labels.txt").write_text("".join(f"class{i}\n" for i in range(10)), encoding="utf-8")
+        (tmp_path / "labels.txt").write_text("".join(f"class{i}\n" for i in range(11)), encoding="utf-8")
         extra = ["--labels", str(tmp_path / "labels.txt")]
     with pytest.raises(SystemExit, match=message):
         evaluate(model, output=tmp_path / "out", extra=extra)

@@ -90,7 +90,7 @@ bench-compare:
 # in the test suite: the default recipe at 64 px first, then fine-tuned at 224 px from that checkpoint; converted
 # as a clip model and as a streaming model by both routes (each conversion checks its stages and exits non-zero
 # on a miss); then conversion.parity runs every route again, the uint8 routes under the camera changes too.
-# About 1 h 45 min on 2 cores (README, Parity).
+# About 1 h 45 min on 2 cores (docs/parity.md).
 FULL_SIZE_64 := --shift causal --width-mult 1.0 --output models/full-64
 FULL_SIZE := --shift causal --width-mult 1.0 --image-size 224 --pretrained models/full-64/best.ckpt \
 	--synthetic-clips 640 200 --max-epochs 3 --batch-size 8 --lr 1e-3 --warmup-epochs 0.25 --output models/full-224

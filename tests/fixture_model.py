@@ -4,8 +4,7 @@ Those tests need a model with real margins between its classes: random weights g
 that prove nothing, and a model that has not yet learnt the direction pairs has margins too small for
 uint8, whose conversion then refuses it. A training run cannot promise such a model on every machine:
 the same seed and command reached 100% on one CPU and 83.5% on another, because each CPU's kernels
-round differently and the pairs are learnt at an epoch that moves with the rounding (README, "Across
-CPUs and seeds"). So the model is trained once, with RECIPE, and its weights are kept in FILE: every
+round differently and the pairs are learnt at an epoch that moves with the rounding (docs/reproducibility.md). So the model is trained once, with RECIPE, and its weights are kept in FILE: every
 machine tests the same bits, and no test waits for a training run to go well.
 
     python -m tests.fixture_model      (make fixture-model) trains it again, checks it, writes FILE

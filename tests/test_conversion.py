@@ -57,7 +57,7 @@ def test_model_card_holds_the_conversion_figures(converted):
     assert {row["route"] for row in onnx["parity"]} == {"onnx", "savedmodel", "tflite-f32", "tflite-u8"}
     assert {row["route"] for row in keras["parity"]} == {"keras", "keras-tflite-f32", "keras-tflite-u8"}
     # 200 labelled held-out clips (the default): every route judged and passed there; on the 8
-    # unlabelled random-pixel clips uint8 is reported, not judged (README, Parity), float is judged.
+    # unlabelled random-pixel clips uint8 is reported, not judged (docs/parity.md), float is judged.
     for row in onnx["parity"] + keras["parity"]:
         judged = row["inputs"] == "held-out clips" or not row["quantized"]
         assert row["verdict"] == ("pass" if judged else "not judged"), row

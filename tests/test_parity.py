@@ -180,7 +180,7 @@ def trained_routes(converted, trained_run):
 
 def expected_verdict(route: str, inputs: str) -> str:
     # uint8 is judged on the >= 200 labelled held-out clips; on 8 unlabelled random-pixel clips, far
-    # outside the calibrated ranges, it is reported and not judged (README, Parity). Float: everywhere.
+    # outside the calibrated ranges, it is reported and not judged (docs/parity.md). Float: everywhere.
     return "not judged" if route.endswith("u8") and inputs == "random pixels" else "pass"
 
 
@@ -223,7 +223,7 @@ def test_letterbox_change_is_what_our_pipeline_makes_of_a_4_3_camera():
 # The camera-change rows of the uint8 routes, measured on the session's model. The bound is not asserted:
 # this model was trained without the colour jitter, so it is lost in the dark itself (33% accuracy at
 # x0.6), its margins vanish, and its uint8 models agree with it on 92-95% of the darkened clips; the
-# demo model, trained with the jitter, passes every row (README, Parity).
+# demo model, trained with the jitter, passes every row (docs/parity.md).
 def test_camera_changes_are_measured_for_every_uint8_route(trained_routes, trained_run):
     model, runners = trained_routes
     clips, labels = held_out_clips(read_card(trained_run), 40)
@@ -301,7 +301,7 @@ def float_stages(model: torch.nn.Module, folder: Path, calibration: np.ndarray, 
 # are judged. uint8 is not (and not made): these weights were not trained for this computation, so their
 # margins between classes are small, and a model without the shift cannot have any between the two
 # classes of a direction pair (the same frames in another order), whose arg-max is then a coin toss
-# that uint8 rounding flips; uint8 is judged on the session's trained model and at full size (README, Parity).
+# that uint8 rounding flips; uint8 is judged on the session's trained model and at full size (docs/parity.md).
 @pytest.mark.parametrize("shift, num_segments", [("bidirectional", 8), ("none", 4)])
 def test_float_routes_on_trained_weights_with_each_shift_mode(shift, num_segments, trained_run, tmp_path):
     trained, card = load_model(trained_run / "best.ckpt"), read_card(trained_run)

@@ -136,7 +136,7 @@ def test_writes_the_streaming_models_of_both_routes_and_their_figures(streaming_
         assert figures["feedback"] == {f"new_buffer_{i}": f"buffer_{i}" for i in range(10)}
         assert set(STREAMING_FILES[route]) <= {row["route"] for row in figures["parity"]}
         # 200 labelled held-out clips (the default): every stage judged and passed there; on the 8
-        # unlabelled random-pixel clips uint8 is reported, not judged (README, Parity), float is judged.
+        # unlabelled random-pixel clips uint8 is reported, not judged (docs/parity.md), float is judged.
         for row in figures["parity"]:
             judged = row["inputs"] == "held-out clips" or not row["quantized"]
             assert row["verdict"] == ("pass" if judged else "not judged"), row
@@ -201,7 +201,7 @@ def test_uint8_long_stream_agrees_window_by_window_and_does_not_drift(streaming_
     # the uint8 buffers fed back all along. Every frame's decision (its last T frames' mean logits)
     # agrees with the float streaming model's, in the first thousand frames as in the last. The float
     # decisions move over the classes (9 of the 10 with the tests' model, which reads some signs wrong as
-    # a stream: README, "A stream remembers more than a clip"), so agreeing is not agreeing on a constant.
+    # a stream: docs/live.md, "A stream remembers more than a clip"), so agreeing is not agreeing on a constant.
     clips, labels = held_out
     window = clips.shape[1]
     passes = -(-LONG_STREAM_FRAMES // (len(clips) * window))

@@ -34,7 +34,7 @@ from torch_tsm.synthetic import DIRECTION_PAIRS
 from torch_tsm.transcript import choose_rule, live_figures, printed_letters
 
 # The built-in data trains until its model is ready to convert: stopped at 98%, its uint8 model agreed with
-# it on 100% of the held-out clips over 3 seeds x 2 instruction sets (README, "Across CPUs and seeds"). A
+# it on 100% of the held-out clips over 3 seeds x 2 instruction sets (docs/reproducibility.md). A
 # fixed epoch count cannot promise that: the direction pairs are learned late, at an epoch that moves with
 # every CPU's rounding.
 DEMO_UNTIL_ACCURACY = 0.98

@@ -52,8 +52,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class Decider:
     """The rule's memory: which class is on top how many frames in a row, and which was decided last."""
 
-    def __init__(self, no_event: int, confirm: int) -> None:
-        self.no_event, self.confirm = no_event, confirm
+    def __init__(self, labels: list[str], confirm: int) -> None:
+        self.no_event = labels.index(NO_EVENT) if NO_EVENT in labels else -1  # a model without it prints every class
+        self.confirm = confirm
         self.candidate, self.run = -1, 0
         self.decided = -1  # the class decided last, a sign or no_event; -1 before any
 
@@ -76,7 +77,7 @@ class Transcriber:
 
     def __init__(self, labels: list[str], rule: DecisionRule) -> None:
         self.rule = rule
-        self.decide = Decider(labels.index(NO_EVENT) if NO_EVENT in labels else -1, rule.confirm)
+        self.decide = Decider(labels, rule.confirm)
         self.recent: deque[np.ndarray] = deque(maxlen=rule.smooth)
         self.shown = np.zeros(len(labels))
 
@@ -110,7 +111,7 @@ def transcribe(probabilities: np.ndarray, labels: list[str], rule: DecisionRule)
     shown = smoothed(probabilities, rule.smooth)
     tops = shown.argmax(axis=1)
     confident = shown[np.arange(len(shown)), tops] >= rule.threshold
-    decide = Decider(labels.index(NO_EVENT) if NO_EVENT in labels else -1, rule.confirm)
+    decide = Decider(labels, rule.confirm)
     printed = ((i, decide(top, ok)) for i, (top, ok) in enumerate(zip(tops.tolist(), confident.tolist())))
     return [(i, k) for i, k in printed if k is not None]
 

@@ -21,7 +21,6 @@ from runtime.predict import LoadedModel, PredictError, Recognizer, card_beside, 
 from torch_tsm.cli import add_verbose_flag, run, setup, summary, user_errors
 from torch_tsm.clips import data_module, update_card
 from torch_tsm.metrics import LIVE_VIDEOS
-from torch_tsm.synthetic import SyntheticVideo
 from torch_tsm.transcript import DecisionRule, VideoTruth, live_figures
 
 
@@ -33,8 +32,9 @@ def held_out_videos(path: Path, split: str, count: int | None, data: str | None 
     return data_module(config, data, data_root).videos(split, count)
 
 
-def score(loaded: LoadedModel, rule: DecisionRule, videos: list[SyntheticVideo]) -> dict:
-    """The live figures of one model on these videos, each from a new stream."""
+def score(loaded: LoadedModel, rule: DecisionRule, videos: list) -> dict:
+    """The live figures of one model on these continuous videos (SyntheticVideo, BukvaVideo or FrameFolderVideo:
+    `render()` and `fps`), each from a new stream."""
     scored = []
     for video in videos:
         frames, signs = video.render()

@@ -17,19 +17,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from runtime.predict import LoadedModel, PredictError, Recognizer, card_beside, decision_rule, load
+from runtime.predict import LoadedModel, PredictError, Recognizer, card_beside, load
 from torch_tsm.cli import add_verbose_flag, run, setup, summary, user_errors
 from torch_tsm.clips import data_module, update_card
 from torch_tsm.metrics import LIVE_VIDEOS
 from torch_tsm.transcript import DecisionRule, VideoTruth, live_figures
-
-
-def held_out_videos(path: Path, split: str, count: int | None, data: str | None = None, data_root: Path | None = None) -> list:
-    """Continuous videos of the data the model was trained on (its card beside it), or of --data/--data-root."""
-    config = card_beside(path).get("config")
-    if config is None:
-        raise PredictError(f"{path}: no model_card.json beside it, so no data to score it on (train with torch_tsm.train)")
-    return data_module(config, data, data_root).videos(split, count)
 
 
 def score(loaded: LoadedModel, rule: DecisionRule, videos: list) -> dict:
@@ -57,13 +49,18 @@ def live_summary(path: Path, mode: str, figures: dict) -> str:
     ])
 
 
-def evaluate_live(path: Path, mode: str | None = None, split: str = "test", count: int | None = LIVE_VIDEOS, stride: int = 1,
+def evaluate_live(path: Path, mode: str | None = None, split: str = "test", count: int | None = None, stride: int = 1,
                   data: str | None = None, data_root: Path | None = None) -> dict:
-    """Scores the model file and writes the figures into its card. -> the figures."""
-    videos = held_out_videos(path, split, count, data, data_root)  # first: the card, without which nothing else is known
+    """Scores the model file on held-out continuous videos of its card's data (or of data/data_root) and
+    writes the figures into its card. count None: LIVE_VIDEOS built-in videos, every Bukva test video. -> the figures."""
+    card = card_beside(path)  # first: without it, neither the data nor the decision rule is known
+    if "config" not in card:
+        raise PredictError(f"{path}: no model_card.json beside it, so no data to score it on (train with torch_tsm.train)")
+    if count is None and (data or card["config"].get("data")) == "synthetic":
+        count = LIVE_VIDEOS
+    videos = data_module(card["config"], data, data_root).videos(split, count)
     loaded = load(path, mode, stride)
-    figures = score(loaded, decision_rule(path), videos)
-    card = card_beside(path)
+    figures = score(loaded, DecisionRule.from_dict(card.get("decision", {})), videos)
     update_card(path.parent, card["labels"], figures, "live", path.name, loaded.mode)
     print(live_summary(path, loaded.mode, figures))
     return figures
@@ -84,8 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
     with user_errors(args.verbose):
         if not args.model.exists():
             raise PredictError(f"{args.model}: model not found")
-        count = args.videos or (LIVE_VIDEOS if (args.data or card_beside(args.model).get("config", {}).get("data")) == "synthetic" else None)
-        return evaluate_live(args.model, args.mode, args.split, count, args.stride, args.data, args.data_root)
+        return evaluate_live(args.model, args.mode, args.split, args.videos, args.stride, args.data, args.data_root)
 
 
 if __name__ == "__main__":

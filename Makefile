@@ -54,7 +54,10 @@ demo: install
 # PyTorch's idle OpenMP workers otherwise spin and starve the other runtime's threads on 2 cores.
 PASSIVE := OMP_WAIT_POLICY=passive
 
+# ruff's lint and format checks first (seconds): `ruff format . && ruff check --fix .` applies them.
 test: install
+	$(BIN)/ruff check --quiet .
+	$(BIN)/ruff format --check --quiet .
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	$(PASSIVE) $(RUN) -m pytest -q
 

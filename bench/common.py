@@ -33,11 +33,17 @@ class Settings:
 
     @property
     def label(self) -> str:
-        return f"{self.image_size} px, width {self.width_mult}, {self.num_segments} frames, {self.num_classes} classes, {self.threads} threads"
+        return (
+            f"{self.image_size} px, width {self.width_mult}, {self.num_segments} frames, {self.num_classes} classes, {self.threads} threads"
+        )
 
 
 def settings(quick: bool) -> Settings:
-    return Settings(quick=True, image_size=64, width_mult=0.5, runs=10, warmup=2) if quick else Settings(quick=False, image_size=224, width_mult=1.0)
+    return (
+        Settings(quick=True, image_size=64, width_mult=0.5, runs=10, warmup=2)
+        if quick
+        else Settings(quick=False, image_size=224, width_mult=1.0)
+    )
 
 
 @dataclass
@@ -76,14 +82,16 @@ def alternate_times(calls: dict[str, Callable[[], object]], runs: int, warmup: i
     names = list(calls)
     times: dict[str, list[float]] = {name: [] for name in names}
     for run in range(runs):
-        for name in names[run % len(names):] + names[: run % len(names)]:
+        for name in names[run % len(names) :] + names[: run % len(names)]:
             started = time.perf_counter()
             calls[name]()
             times[name].append(time.perf_counter() - started)
     return times
 
 
-def ratio_row(number: str, measure: str, seconds: tuple[float, float], names: tuple[str, str], target: float | None, at_most: bool, command: str) -> Row:
+def ratio_row(
+    number: str, measure: str, seconds: tuple[float, float], names: tuple[str, str], target: float | None, at_most: bool, command: str
+) -> Row:
     """A row for seconds[0] / seconds[1] against `<= target` (at_most) or `>= target`; no target: for the record."""
     ratio = seconds[0] / seconds[1]
     figure = f"{ratio:.2f} ({names[0]} {seconds[0] * 1000:.1f} ms, {names[1]} {seconds[1] * 1000:.1f} ms)"
@@ -95,7 +103,19 @@ def ratio_row(number: str, measure: str, seconds: tuple[float, float], names: tu
 
 # The vector extensions that XNNPACK's kernels pick from at run time: the uint8 speed-up over float32 is the
 # CPU's as much as the graph's (BENCHMARKS.md, rows 3 and 3b), so every run records them.
-VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16")
+VECTOR_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+)
 
 
 def machine() -> dict[str, str]:
@@ -132,6 +152,10 @@ def run_alone(prog: str, description: str, measure: Callable[["Settings"], Repor
     args = parser.parse_args(argv)
     chosen = settings(args.quick)
     report = measure(replace(chosen, runs=args.runs) if args.runs else chosen)
-    print(markdown_table(["#", "measure", "figure", "target", "verdict"], [[r.number, r.measure, r.figure, r.target, r.verdict] for r in report.rows]))
+    print(
+        markdown_table(
+            ["#", "measure", "figure", "target", "verdict"], [[r.number, r.measure, r.figure, r.target, r.verdict] for r in report.rows]
+        )
+    )
     print("\n\n".join(report.details))
     return report

@@ -36,26 +36,53 @@ def cell(recipe: str, seed: int, instructions: str, folder: Path) -> list[str]:
     environment = os.environ | {"OMP_WAIT_POLICY": "passive"} | INSTRUCTION_SETS[instructions]
     run = folder / f"{recipe}-{seed}-{instructions}"
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "torch_tsm.train", *flags, "--seed", str(seed), "--output", str(run)], env=environment, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "torch_tsm.train", *flags, "--seed", str(seed), "--output", str(run)],
+        env=environment,
+        check=True,
+        capture_output=True,
+    )
     seconds = time.perf_counter() - started
     if converted:
         # --keep-failed-uint8: a uint8 model outside its bounds is still measured (and the exit status is 1)
-        subprocess.run([sys.executable, "-m", "conversion.to_tflite", "--checkpoint", str(run / "best.ckpt"), "--keep-failed-uint8"], env=environment, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "conversion.to_tflite", "--checkpoint", str(run / "best.ckpt"), "--keep-failed-uint8"],
+            env=environment,
+            capture_output=True,
+        )
     card = json.loads((run / "model_card.json").read_text(encoding="utf-8"))  # training's figures, and conversion's
     agreement = "not converted"
     if converted:
         row = next(row for row in card["conversion"]["onnx"]["parity"] if row["route"] == "tflite-u8" and row["inputs"] == "held-out clips")
         agreement = f"{row['top1_agree']:.1%}, {row['accuracy']:.1%} vs {row['torch_accuracy']:.1%} ({row['verdict']})"
     validation = card["validation"]
-    return [recipe, str(seed), instructions, f"{card['training']['epochs']} ({seconds:.0f} s)", f"{validation['accuracy']:.1%}", f"{validation['direction_pair_accuracy']:.1%}", agreement]
+    return [
+        recipe,
+        str(seed),
+        instructions,
+        f"{card['training']['epochs']} ({seconds:.0f} s)",
+        f"{validation['accuracy']:.1%}",
+        f"{validation['direction_pair_accuracy']:.1%}",
+        agreement,
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.convergence", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.convergence", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     args = parser.parse_args(argv)
-    header = ["recipe", "seed", "instruction sets", "epochs (training time)", "accuracy", "direction pairs", "uint8: agreement, accuracy vs PyTorch (verdict)"]
+    header = [
+        "recipe",
+        "seed",
+        "instruction sets",
+        "epochs (training time)",
+        "accuracy",
+        "direction pairs",
+        "uint8: agreement, accuracy vs PyTorch (verdict)",
+    ]
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for recipe in args.recipes:

@@ -26,9 +26,17 @@ def measure(settings: Settings) -> Report:
     command = f"python -m bench.conversion_time{settings.flag}"
     big = benchmark_models(settings)["bidirectional"]
     rows = [
-        Row("10a", f"conversion, demo model (width 0.5, 64 px), {calibration} calibration + {parity} held-out clips", f"{demo_seconds:.0f} s", f"<= {TARGET_S} s", demo_seconds <= TARGET_S, command),
         Row(
-            "10b", f"conversion, {settings.label}, {big.calibration_clips} calibration + {big.parity_clips} held-out clips",
+            "10a",
+            f"conversion, demo model (width 0.5, 64 px), {calibration} calibration + {parity} held-out clips",
+            f"{demo_seconds:.0f} s",
+            f"<= {TARGET_S} s",
+            demo_seconds <= TARGET_S,
+            command,
+        ),
+        Row(
+            "10b",
+            f"conversion, {settings.label}, {big.calibration_clips} calibration + {big.parity_clips} held-out clips",
             f"{big.seconds:.0f} s (measured when bench/.work/ was built)",
             command=f"rm -rf bench/.work/{big.folder.name} && python -m bench.conversion_time{settings.flag}",
         ),

@@ -76,13 +76,22 @@ def compare(reference: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.determinism", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips-digest", action="store_true", help="print the digest of the training clips and exit (run by the comparison)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.determinism", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--clips-digest", action="store_true", help="print the digest of the training clips and exit (run by the comparison)"
+    )
     if parser.parse_args(argv).clips_digest:
         print(clips_digest())
         return
     digests = [(change, clips_digest_with(environment)) for change, environment in CLIP_VARIANTS]
-    print(markdown_table(["clips, changed", "bitwise equal"], [[change, "yes" if digest == digests[0][1] else "no"] for change, digest in digests]) + "\n")
+    print(
+        markdown_table(
+            ["clips, changed", "bitwise equal"], [[change, "yes" if digest == digests[0][1] else "no"] for change, digest in digests]
+        )
+        + "\n"
+    )
     with tempfile.TemporaryDirectory() as folder:
         reference = train(Path(folder) / "reference", [], {})
         rows = []

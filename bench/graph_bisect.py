@@ -19,7 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras  # noqa: E402  (after torch: see conversion/__init__.py)
 import numpy as np
+import tensorflow as tf  # noqa: E402
 import torch
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -32,9 +34,6 @@ from tf_reference import from_torch_model
 from tf_reference.model import IMAGENET_MEAN, IMAGENET_STD, STEM, MeanOverFrames, MeanPadding
 from torch_tsm.clips import load_clips
 from torch_tsm.model import build_model, load_model
-
-import keras  # noqa: E402  (after torch: see conversion/__init__.py)
-import tensorflow as tf  # noqa: E402
 
 SHOWN_OPS = ("PAD", "SUB", "MUL", "QUANTIZE", "RESHAPE", "MEAN", "SOFTMAX")  # where the graphs differ
 
@@ -136,7 +135,9 @@ def twin_model(checkpoint: Path, variant: TwinVariant, image_size: int) -> keras
 
 def cached_tflite(name: str, build: Callable[[], bytes], quick: bool) -> Path:
     # Converting a 224 px variant takes a minute or more: each is converted once into bench/.work/graph-bisect/.
-    path = WORK / ("graph-bisect-quick" if quick else "graph-bisect") / f"{name.replace(' ', '_').replace(',', '').replace('/', '-')}.tflite"
+    path = (
+        WORK / ("graph-bisect-quick" if quick else "graph-bisect") / f"{name.replace(' ', '_').replace(',', '').replace('/', '-')}.tflite"
+    )
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(build())
@@ -200,16 +201,28 @@ def measure(settings: Settings) -> Report:
 
     table = markdown_table(
         ["graph (uint8, 8 frames)", "median ms", "/ keras.applications", "fastest run, ms", "/ keras.applications", "ops that differ"],
-        [[name, f"{value:.2f}", f"{value / reference:.2f}", f"{fastest[name]:.2f}", f"{fastest[name] / fastest[KERAS_APPLICATIONS]:.2f}", ops(name)]
-         for name, value in ms.items()],
+        [
+            [
+                name,
+                f"{value:.2f}",
+                f"{value / reference:.2f}",
+                f"{fastest[name]:.2f}",
+                f"{fastest[name] / fastest[KERAS_APPLICATIONS]:.2f}",
+                ops(name),
+            ]
+            for name, value in ms.items()
+        ],
     )
     command = f"python -m bench.graph_bisect{settings.flag}"
     shipped_twin = ms[SHIPPED]
     row = Row(
-        "13", f"clip latency, uint8, plain MobileNetV2: ours (keras route) / keras.applications ({settings.label})",
+        "13",
+        f"clip latency, uint8, plain MobileNetV2: ours (keras route) / keras.applications ({settings.label})",
         f"{shipped_twin / reference:.2f} (ours {shipped_twin:.1f} ms, keras.applications {reference:.1f} ms; "
         f"onnx route {ms[ONNX_ROUTE] / reference:.2f})",
-        "<= 1.05", shipped_twin / reference <= 1.05, command,
+        "<= 1.05",
+        shipped_twin / reference <= 1.05,
+        command,
     )
     finding = findings(ms)
     row.why = finding

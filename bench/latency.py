@@ -69,14 +69,62 @@ def measure(settings: Settings) -> Report:
     fastest = {name: min(values) for name, values in times.items()}
 
     command = f"python -m bench.latency{settings.flag}"
-    speed_up = ratio_row("3", "uint8 speed-up over float32 TFLite, TSM (float32 / uint8 latency)", (seconds["TSM float32"], seconds["TSM uint8"]), ("float32", "uint8"), 2.3, False, command)
+    speed_up = ratio_row(
+        "3",
+        "uint8 speed-up over float32 TFLite, TSM (float32 / uint8 latency)",
+        (seconds["TSM float32"], seconds["TSM uint8"]),
+        ("float32", "uint8"),
+        2.3,
+        False,
+        command,
+    )
     rows = [
-        ratio_row("1", f"clip latency, uint8 TFLite, TSM / plain MobileNetV2 ({settings.label})", (seconds["TSM uint8"], seconds["plain uint8"]), ("TSM", "plain"), 1.10, True, command),
-        ratio_row("2", "clip latency, float32 TFLite, TSM / plain", (seconds["TSM float32"], seconds["plain float32"]), ("TSM", "plain"), 1.10, True, command),
-        ratio_row("1b", "clip latency, uint8 TFLite, TSM (ours) / keras.applications' MobileNetV2 (TFLiteConverter)", (seconds["TSM uint8"], seconds["keras.applications uint8"]), ("TSM", "keras.applications"), 1.10, True, command),
+        ratio_row(
+            "1",
+            f"clip latency, uint8 TFLite, TSM / plain MobileNetV2 ({settings.label})",
+            (seconds["TSM uint8"], seconds["plain uint8"]),
+            ("TSM", "plain"),
+            1.10,
+            True,
+            command,
+        ),
+        ratio_row(
+            "2",
+            "clip latency, float32 TFLite, TSM / plain",
+            (seconds["TSM float32"], seconds["plain float32"]),
+            ("TSM", "plain"),
+            1.10,
+            True,
+            command,
+        ),
+        ratio_row(
+            "1b",
+            "clip latency, uint8 TFLite, TSM (ours) / keras.applications' MobileNetV2 (TFLiteConverter)",
+            (seconds["TSM uint8"], seconds["keras.applications uint8"]),
+            ("TSM", "keras.applications"),
+            1.10,
+            True,
+            command,
+        ),
         speed_up,
-        ratio_row("3b", "uint8 speed-up over float32 TFLite of keras.applications' MobileNetV2 on this CPU (for the record: what the CPU allows)", (seconds["keras.applications float32"], seconds["keras.applications uint8"]), ("float32", "uint8"), None, True, command),
-        ratio_row("4", "onnxruntime float32 / TFLite float32 latency, TSM (for the record)", (seconds["TSM onnxruntime"], seconds["TSM float32"]), ("onnxruntime", "TFLite"), None, True, command),
+        ratio_row(
+            "3b",
+            "uint8 speed-up over float32 TFLite of keras.applications' MobileNetV2 on this CPU (for the record: what the CPU allows)",
+            (seconds["keras.applications float32"], seconds["keras.applications uint8"]),
+            ("float32", "uint8"),
+            None,
+            True,
+            command,
+        ),
+        ratio_row(
+            "4",
+            "onnxruntime float32 / TFLite float32 latency, TSM (for the record)",
+            (seconds["TSM onnxruntime"], seconds["TSM float32"]),
+            ("onnxruntime", "TFLite"),
+            None,
+            True,
+            command,
+        ),
     ]
     shift_ops = extra_ops(models["bidirectional"].uint8, models["none"].uint8)
     for row, precision in zip(rows[:2], ("uint8", "float32")):
@@ -94,7 +142,10 @@ def measure(settings: Settings) -> Report:
             f"makes it, {keras_speedup:.2f}x (row 3b), in the same run. Where TensorFlow's own model falls as short, the "
             f"limit is this CPU's integer arithmetic in XNNPACK (the Machine table lists its vector extensions), not our graph."
         )
-    timing = markdown_table(["model", "median ms per clip", "fastest run, ms"], [[name, f"{seconds[name] * 1000:.2f}", f"{fastest[name] * 1000:.2f}"] for name in seconds])
+    timing = markdown_table(
+        ["model", "median ms per clip", "fastest run, ms"],
+        [[name, f"{seconds[name] * 1000:.2f}", f"{fastest[name] * 1000:.2f}"] for name in seconds],
+    )
     graph = markdown_table(["model", "XNNPACK partitions"], [[name, str(count)] for name, count in partitions.items()])
     details = [
         f"**Latency ({settings.label}; median of {settings.runs} alternating runs after {settings.warmup} warm-up runs, one clip per call)**\n\n{timing}",
@@ -126,7 +177,9 @@ def format_ops(ops: Counter) -> str:
 def why_slower(shift_ops: Counter, partitions: dict[str, int]) -> str:
     copies = {name: count for name, count in shift_ops.items() if name in SHIFT_OPS}
     split = [name for name, count in partitions.items() if count > 1]
-    reason = f"The TSM graph runs the same convolutions plus {format_ops(Counter(copies))}: pure data movement over each shifted block's input."
+    reason = (
+        f"The TSM graph runs the same convolutions plus {format_ops(Counter(copies))}: pure data movement over each shifted block's input."
+    )
     if split:
         reason += f" XNNPACK splits {', '.join(split)} into several partitions, so part of the graph runs on the slower builtin kernels."
     else:

@@ -86,7 +86,9 @@ def measure(settings: Settings) -> Report:
     calibration, _ = load_clips(synthetic_data(spec(settings, "bidirectional")), "train", 8)
     clips, _ = load_clips(synthetic_data(spec(settings, "none")), "val", 1)
     theirs = {
-        shift: litert_torch_int8(ours[shift].folder / "checkpoint" / "model.ckpt", calibration, WORK / f"litert-torch-{spec(settings, shift).key}.tflite")
+        shift: litert_torch_int8(
+            ours[shift].folder / "checkpoint" / "model.ckpt", calibration, WORK / f"litert-torch-{spec(settings, shift).key}.tflite"
+        )
         for shift in ours
     }
     calls: dict[str, Callable[[], object]] = {}
@@ -98,13 +100,20 @@ def measure(settings: Settings) -> Report:
     seconds = {name: statistics.median(values) for name, values in alternate_times(calls, settings.runs, settings.warmup).items()}
     row = ratio_row("14", measure_name, (seconds["ours TSM"], seconds["litert-torch TSM"]), ("ours", "litert-torch"), TARGET, True, command)
     plain = ratio_row(
-        "14b", "clip latency, plain MobileNetV2: our uint8 TFLite / litert-torch int8 (PT2E), same weights, same clip (for the record)",
-        (seconds["ours plain"], seconds["litert-torch plain"]), ("ours", "litert-torch"), None, True, command,
+        "14b",
+        "clip latency, plain MobileNetV2: our uint8 TFLite / litert-torch int8 (PT2E), same weights, same clip (for the record)",
+        (seconds["ours plain"], seconds["litert-torch plain"]),
+        ("ours", "litert-torch"),
+        None,
+        True,
+        command,
     )
     ops, our_ops = inspect_tflite(theirs["bidirectional"]).ops, inspect_tflite(ours["bidirectional"].uint8).ops
     if not row.met:
         row.why = why_missed(seconds, ops, our_ops)
-    timing = markdown_table(["model (uint8 / int8, 8 frames)", "median ms per clip"], [[name, f"{value * 1000:.2f}"] for name, value in seconds.items()])
+    timing = markdown_table(
+        ["model (uint8 / int8, 8 frames)", "median ms per clip"], [[name, f"{value * 1000:.2f}"] for name, value in seconds.items()]
+    )
     details = [
         f"**litert-torch int8** ({settings.label}; load average before the timed runs {load_before}, after {load_average()}): "
         f"{theirs['bidirectional'].stat().st_size / 1e6:.2f} MB, ops {dict(ops.most_common())}; ours "

@@ -32,7 +32,8 @@ from torch_tsm.datamodule import BLUR_DEFAULT, PHOTOMETRIC_DEFAULT, ClipDataModu
 from torch_tsm.datasets import BukvaEntry, ClipDataset, FrameFolderClip, VideoClip, collate_clips
 from torch_tsm.frames import FrameTransform, read_image
 from torch_tsm.lightning_module import TSMClassifier
-from torch_tsm.prepare import Settings as PrepareSettings, prepare_video
+from torch_tsm.prepare import Settings as PrepareSettings
+from torch_tsm.prepare import prepare_video
 
 FOLDER = WORK / "loader"
 VIDEOS = {"landscape": (1920, 1080), "portrait": (1080, 1920)}
@@ -89,8 +90,12 @@ def measure(settings: Settings) -> Report:
         prepare_seconds, prepared = prepare_all(videos)
         transform = FrameTransform(settings.image_size, "letterbox", train=True)
         augmentation = ClipAugmentation(flip=True, photometric=PHOTOMETRIC_DEFAULT, blur=BLUR_DEFAULT)  # training's defaults for Bukva
-        raw_set = ClipDataset([VideoClip(path, 0, FRAMES) for path in videos.values()], settings.num_segments, transform, augmentation=augmentation)
-        frames_set = ClipDataset([FrameFolderClip(frames, 0) for frames in prepared.values()], settings.num_segments, transform, augmentation=augmentation)
+        raw_set = ClipDataset(
+            [VideoClip(path, 0, FRAMES) for path in videos.values()], settings.num_segments, transform, augmentation=augmentation
+        )
+        frames_set = ClipDataset(
+            [FrameFolderClip(frames, 0) for frames in prepared.values()], settings.num_segments, transform, augmentation=augmentation
+        )
         repeats = 2 if settings.quick else 10  # prepared clips are fast: more of them per timed call
         calls = {"raw": lambda: read_all(raw_set, 1), "prepared": lambda: read_all(frames_set, repeats)}
         times = alternate_times(calls, runs=3 if settings.quick else 6, warmup=1)
@@ -106,16 +111,36 @@ def measure(settings: Settings) -> Report:
     label = f"{settings.image_size} px, {settings.num_segments} frames, training sampling, one core"
     breakdown = ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in stages.items())
     rows = [
-        Row("12a", f"loader, training clips per second, prepared frames / raw Full-HD H.264 video ({label})",
-            f"{ratio:.1f} (prepared {per_second:.0f} clips/s, raw {1 / raw:.2f} clips/s)", f">= {TARGET_RATIO:g}", ratio >= TARGET_RATIO, command),
-        Row("12b", f"loader, prepared frames, clips per second per core ({label})", f"{per_second:.0f} clips/s ({fast * 1000:.1f} ms a clip)",
-            f">= {TARGET_CLIPS_PER_SECOND:g}", per_second >= TARGET_CLIPS_PER_SECOND, command,
+        Row(
+            "12a",
+            f"loader, training clips per second, prepared frames / raw Full-HD H.264 video ({label})",
+            f"{ratio:.1f} (prepared {per_second:.0f} clips/s, raw {1 / raw:.2f} clips/s)",
+            f">= {TARGET_RATIO:g}",
+            ratio >= TARGET_RATIO,
+            command,
+        ),
+        Row(
+            "12b",
+            f"loader, prepared frames, clips per second per core ({label})",
+            f"{per_second:.0f} clips/s ({fast * 1000:.1f} ms a clip)",
+            f">= {TARGET_CLIPS_PER_SECOND:g}",
+            per_second >= TARGET_CLIPS_PER_SECOND,
+            command,
             why=f"Where a clip's time goes, on average, each step timed alone in turns on the same frames: {breakdown}. The target allows "
-                f"{1000 / TARGET_CLIPS_PER_SECOND:.1f} ms a clip."),
-        Row("12c", "prepare, one 2.5 s 30 fps Full-HD H.264 video, one core: seconds, and bytes at 256 px (JPEG quality 90)",
-            ", ".join(f"{name} {prepare_seconds[name]:.2f} s, {sizes[name] / 1e6:.2f} MB" for name in videos), command=command),
-        Row("12e", f"colour jitter of a training clip, torchvision's adjust_* / ours with OpenCV ({settings.image_size} px, {settings.num_segments} frames, one core)",
-            f"{jitter['torchvision'] / jitter['opencv']:.1f} (torchvision {jitter['torchvision'] * 1000:.1f} ms, ours {jitter['opencv'] * 1000:.1f} ms a clip)", command=command),
+            f"{1000 / TARGET_CLIPS_PER_SECOND:.1f} ms a clip.",
+        ),
+        Row(
+            "12c",
+            "prepare, one 2.5 s 30 fps Full-HD H.264 video, one core: seconds, and bytes at 256 px (JPEG quality 90)",
+            ", ".join(f"{name} {prepare_seconds[name]:.2f} s, {sizes[name] / 1e6:.2f} MB" for name in videos),
+            command=command,
+        ),
+        Row(
+            "12e",
+            f"colour jitter of a training clip, torchvision's adjust_* / ours with OpenCV ({settings.image_size} px, {settings.num_segments} frames, one core)",
+            f"{jitter['torchvision'] / jitter['opencv']:.1f} (torchvision {jitter['torchvision'] * 1000:.1f} ms, ours {jitter['opencv'] * 1000:.1f} ms a clip)",
+            command=command,
+        ),
     ]
     details = [
         f"**Loader (row 12)**: per clip, raw video {raw * 1000:.0f} ms (every frame up to the last one sampled is decoded at "
@@ -129,8 +154,16 @@ def measure(settings: Settings) -> Report:
     if torch.cuda.is_available():
         rows.append(gpu_feed_row(prepared, settings, command))
     else:
-        rows.append(Row("12d", "GPU kept busy: training from prepared frames / from one pre-loaded batch", "not measured: no CUDA device here",
-                        f">= {TARGET_GPU_SHARE:g}", None, command))
+        rows.append(
+            Row(
+                "12d",
+                "GPU kept busy: training from prepared frames / from one pre-loaded batch",
+                "not measured: no CUDA device here",
+                f">= {TARGET_GPU_SHARE:g}",
+                None,
+                command,
+            )
+        )
         details.append(ON_THE_GPU)
     return Report(rows, details)
 
@@ -204,14 +237,31 @@ def train_steps(labels: list[str], settings: Settings, image_size: int, steps: i
     torch.manual_seed(0)
     module = TSMClassifier(labels, settings.num_segments, 1.0, "bidirectional", image_size)
     clock = StepClock(warmup=min(10, steps // 3))
-    trainer = pl.Trainer(accelerator=accelerator, devices=1, precision="bf16-mixed", max_steps=steps, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[clock])
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        precision="bf16-mixed",
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[clock],
+    )
     trainer.fit(module, **data)
     return clock.seconds_per_step()
 
 
-def gpu_feed_row(prepared: dict[str, tuple[Path, ...]], settings: Settings, command: str,
-                 accelerator: str = "gpu", image_size: int = 224, batch: int = 64, steps: int = 60) -> Row:
+def gpu_feed_row(
+    prepared: dict[str, tuple[Path, ...]],
+    settings: Settings,
+    command: str,
+    accelerator: str = "gpu",
+    image_size: int = 224,
+    batch: int = 64,
+    steps: int = 60,
+) -> Row:
     # Training clips that reuse the two prepared videos' frames (decoding costs the same whichever file
     # it reads), read by the training DataModule with every usable core as a worker. One epoch holds every
     # timed step, so that the figure is the steady feed: an epoch's first batch waits for one worker to
@@ -232,9 +282,15 @@ def gpu_feed_row(prepared: dict[str, tuple[Path, ...]], settings: Settings, comm
     compute_only = train_steps(data.labels, settings, image_size, steps, accelerator, train_dataloaders=preloaded)
     share = compute_only / fed
     device = torch.cuda.get_device_name() if accelerator == "gpu" else "CPU"
-    return Row("12d", f"GPU kept busy: training from prepared frames ({data.num_workers} workers) / from one pre-loaded batch, "
-               f"batch {batch}, {image_size} px, width 1.0, bf16 ({device})",
-               f"{share:.2f} ({batch / fed:.0f} vs {batch / compute_only:.0f} clips/s)", f">= {TARGET_GPU_SHARE:g}", share >= TARGET_GPU_SHARE, command)
+    return Row(
+        "12d",
+        f"GPU kept busy: training from prepared frames ({data.num_workers} workers) / from one pre-loaded batch, "
+        f"batch {batch}, {image_size} px, width 1.0, bf16 ({device})",
+        f"{share:.2f} ({batch / fed:.0f} vs {batch / compute_only:.0f} clips/s)",
+        f">= {TARGET_GPU_SHARE:g}",
+        share >= TARGET_GPU_SHARE,
+        command,
+    )
 
 
 def prepare_all(videos: dict[str, Path]) -> tuple[dict[str, float], dict[str, tuple[Path, ...]]]:

@@ -50,9 +50,28 @@ def training_command(settings: Settings, precision: str) -> list[str]:
     output = WORK / "memory-training-run"
     shutil.rmtree(output, ignore_errors=True)  # torch_tsm.train refuses to overwrite a finished run
     return [
-        sys.executable, "-m", "torch_tsm.train", "--output", str(output), "--image-size", str(settings.image_size),
-        "--width-mult", str(settings.width_mult), "--num-segments", str(settings.num_segments), "--batch-size", "16",
-        "--synthetic-clips", "48", "16", "--max-epochs", "1", "--num-workers", "2", "--precision", precision,
+        sys.executable,
+        "-m",
+        "torch_tsm.train",
+        "--output",
+        str(output),
+        "--image-size",
+        str(settings.image_size),
+        "--width-mult",
+        str(settings.width_mult),
+        "--num-segments",
+        str(settings.num_segments),
+        "--batch-size",
+        "16",
+        "--synthetic-clips",
+        "48",
+        "16",
+        "--max-epochs",
+        "1",
+        "--num-workers",
+        "2",
+        "--precision",
+        precision,
     ]
 
 
@@ -78,11 +97,17 @@ def measure(settings: Settings) -> Report:
         train = training_command(settings, precision)
         pss, rss = peak_memory(train)
         peaks.append(pss)
-        rows.append(Row(
-            number, f"peak memory of a training run, batch 16 x {settings.num_segments} frames x {settings.image_size} px, width {settings.width_mult}, "
-            f"3 steps + validation, --precision {precision}",
-            f"{pss:.2f} GB (summed RSS {rss:.2f} GB)", f"<= {TRAINING_TARGET_GB} GB", pss <= TRAINING_TARGET_GB, command,
-        ))
+        rows.append(
+            Row(
+                number,
+                f"peak memory of a training run, batch 16 x {settings.num_segments} frames x {settings.image_size} px, width {settings.width_mult}, "
+                f"3 steps + validation, --precision {precision}",
+                f"{pss:.2f} GB (summed RSS {rss:.2f} GB)",
+                f"<= {TRAINING_TARGET_GB} GB",
+                pss <= TRAINING_TARGET_GB,
+                command,
+            )
+        )
     rows[0].why = (
         f"The peak is the backward pass's activations, not data: a batch of 16 clips is {16 * settings.num_segments} frames through "
         f"MobileNetV2, about {peaks[0] * 1000 / (16 * settings.num_segments):.0f} MB a frame in float32 at this size, everything "
@@ -92,8 +117,12 @@ def measure(settings: Settings) -> Report:
     small, large = (peak_memory(pipeline_command(settings, clips)) for clips in (PIPELINE_CLIPS, 4 * PIPELINE_CLIPS))
     growth = large[0] / small[0] - 1
     pipeline = Row(
-        "9", f"data pipeline alone, {PIPELINE_CLIPS} -> {4 * PIPELINE_CLIPS} training clips, batch 16, {PIPELINE_BATCHES} batches, 2 workers, {settings.image_size} px",
-        f"{growth:+.1%} ({small[0]:.2f} -> {large[0]:.2f} GB)", f"<= +{PIPELINE_TARGET:.0%}", growth <= PIPELINE_TARGET, command,
+        "9",
+        f"data pipeline alone, {PIPELINE_CLIPS} -> {4 * PIPELINE_CLIPS} training clips, batch 16, {PIPELINE_BATCHES} batches, 2 workers, {settings.image_size} px",
+        f"{growth:+.1%} ({small[0]:.2f} -> {large[0]:.2f} GB)",
+        f"<= +{PIPELINE_TARGET:.0%}",
+        growth <= PIPELINE_TARGET,
+        command,
     )
     detail = (
         f"**Memory runs**: training: `{' '.join(['python', *train[1:4], os.path.relpath(train[4]), *train[5:-1]])} PRECISION` (the built-in dataset has 10 classes, not 34: "
@@ -105,7 +134,9 @@ def measure(settings: Settings) -> Report:
 
 
 def main(argv: list[str] | None = None) -> Report | None:
-    parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.memory", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="64 px, width 0.5: a smoke test")
     parser.add_argument("--pipeline", type=int, metavar="CLIPS", help="internal: run only the data pipeline over CLIPS training clips")
     parser.add_argument("--image-size", type=int, default=224, help="with --pipeline")
@@ -114,7 +145,11 @@ def main(argv: list[str] | None = None) -> Report | None:
         run_pipeline(args.pipeline, args.image_size)
         return None
     report = measure(settings(args.quick))
-    print(markdown_table(["#", "measure", "figure", "target", "verdict"], [[r.number, r.measure, r.figure, r.target, r.verdict] for r in report.rows]))
+    print(
+        markdown_table(
+            ["#", "measure", "figure", "target", "verdict"], [[r.number, r.measure, r.figure, r.target, r.verdict] for r in report.rows]
+        )
+    )
     print("\n\n".join(report.details))
     return report
 

@@ -1,6 +1,6 @@
 """Rows 5-6: the original project's uint8 model beside ours (does a stock LiteRT run it? its ops), and model sizes.
 
-    python -m bench.model_files [--quick]
+python -m bench.model_files [--quick]
 """
 
 from collections import Counter
@@ -37,7 +37,7 @@ def measure(settings: Settings) -> Report:
     if ORIGINAL.is_file():
         error = stock_litert_error(ORIGINAL)
         original_ops, our_ops = inspect_tflite(ORIGINAL).ops, inspect_tflite(ours.uint8).ops
-        figure = "runs" if error is None else f"refused: \"{error}\""
+        figure = "runs" if error is None else f'refused: "{error}"'
         rows.append(Row("5", "original uint8 model on stock LiteRT (ai-edge-litert)", figure, command=command))
         details.append(f"**Op histogram, original uint8 model vs ours (uint8 TSM, {settings.label})**\n\n{op_table(original_ops, our_ops)}")
     else:

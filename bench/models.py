@@ -22,7 +22,6 @@ from torch_tsm.clips import data_module, load_clips
 from torch_tsm.datamodule import ClipDataModule
 from torch_tsm.model import MobileNetV2TSM, build_model, load_model
 
-
 # Part of every cached model's folder name: bump it when conversion makes another graph of the same
 # checkpoint, so that no benchmark times a stale one (2: the normalization folded into the first convolution
 # of the clip models; 3: into the streaming models' too, and folded in float64).
@@ -81,7 +80,10 @@ def write_checkpoint(spec: ModelSpec, path: Path, seed: int = 0) -> Path:
         {
             "hyper_parameters": {
                 "labels": [f"class_{i}" for i in range(spec.num_classes)],
-                "num_segments": spec.num_segments, "width_mult": spec.width_mult, "shift": spec.shift, "image_size": spec.image_size,
+                "num_segments": spec.num_segments,
+                "width_mult": spec.width_mult,
+                "shift": spec.shift,
+                "image_size": spec.image_size,
             },
             "state_dict": {f"model.{name}": value for name, value in model.state_dict().items()},
         },
@@ -100,7 +102,7 @@ def fit_batchnorm_statistics(model: MobileNetV2TSM, clips: np.ndarray, batch: in
     model.train()
     pixels = torch.from_numpy(clips).permute(0, 1, 4, 2, 3).float()
     for start in range(0, len(pixels), batch):
-        model(pixels[start:start + batch])
+        model(pixels[start : start + batch])
     for bn in batchnorms:
         bn.momentum = 0.1
     model.eval()
@@ -157,8 +159,9 @@ def keras_applications_model(settings: Settings, frames: np.ndarray, symmetric_p
 
     padding = (lambda inputs, kernel_size: ((1, 1), (1, 1))) if symmetric_padding else mobilenet_v2.imagenet_utils.correct_pad
     with mock.patch.object(mobilenet_v2.imagenet_utils, "correct_pad", padding):
-        model = keras.applications.MobileNetV2(input_shape=(settings.image_size, settings.image_size, 3), alpha=settings.width_mult,
-                                               weights=None, classes=settings.num_classes)
+        model = keras.applications.MobileNetV2(
+            input_shape=(settings.image_size, settings.image_size, 3), alpha=settings.width_mult, weights=None, classes=settings.num_classes
+        )
     scaled = keras_applications_input(frames)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if not uint8:

@@ -10,7 +10,18 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from bench import conversion_time, graph_bisect, latency, litert_compare, loader, memory, model_files, streaming_latency, training, web_latency
+from bench import (
+    conversion_time,
+    graph_bisect,
+    latency,
+    litert_compare,
+    loader,
+    memory,
+    model_files,
+    streaming_latency,
+    training,
+    web_latency,
+)
 from bench.common import Report, Settings, load_average, machine, markdown_table, settings
 
 OUTPUT = Path("BENCHMARKS.md")
@@ -18,7 +29,11 @@ OUTPUT = Path("BENCHMARKS.md")
 
 def render(settings: Settings, reports: list[Report], started: datetime, seconds: float, loads: tuple[str, str]) -> str:
     rows = [row for report in reports for row in report.rows]
-    kind = "QUICK SMOKE RUN (64 px, width 0.5, fewer runs): NOT the issue's settings; run `make bench` for real figures" if settings.quick else "full run"
+    kind = (
+        "QUICK SMOKE RUN (64 px, width 0.5, fewer runs): NOT the issue's settings; run `make bench` for real figures"
+        if settings.quick
+        else "full run"
+    )
     lines = [
         "# Benchmarks",
         "",
@@ -31,7 +46,10 @@ def render(settings: Settings, reports: list[Report], started: datetime, seconds
         "",
         "## Results",
         "",
-        markdown_table(["#", "measure", "figure", "target", "verdict", "command"], [[r.number, r.measure, r.figure, r.target, r.verdict, f"`{r.command}`"] for r in rows]),
+        markdown_table(
+            ["#", "measure", "figure", "target", "verdict", "command"],
+            [[r.number, r.measure, r.figure, r.target, r.verdict, f"`{r.command}`"] for r in rows],
+        ),
         "",
         "## Rows that miss their target, and why",
         "",
@@ -51,7 +69,21 @@ def main(argv: list[str] | None = None) -> None:
     run_settings = settings(parser.parse_args(argv).quick)
     started, clock, load_at_start = datetime.now(), time.perf_counter(), load_average()
     # Conversion first: it builds the cached models that the latency and model-file rows run.
-    reports = [module.measure(run_settings) for module in (conversion_time, latency, graph_bisect, litert_compare, model_files, training, memory, streaming_latency, web_latency, loader)]
+    reports = [
+        module.measure(run_settings)
+        for module in (
+            conversion_time,
+            latency,
+            graph_bisect,
+            litert_compare,
+            model_files,
+            training,
+            memory,
+            streaming_latency,
+            web_latency,
+            loader,
+        )
+    ]
     text = render(run_settings, reports, started, time.perf_counter() - clock, (load_at_start, load_average()))
     OUTPUT.write_text(text, encoding="utf-8")
     print(text)

@@ -48,13 +48,15 @@ def decisions(run: Path) -> dict[str, float]:
     # Each shifted block reaches one frame back, so a frame's logits depend on the `depth` frames before it
     # and no others: each clip is decided from its own frames and the `depth` before it, exactly.
     depth = len(model.shifted_blocks())
-    after_cuts = np.array([
-        stream_frame_logits(model, stream[max(0, i * t - depth) : (i + 1) * t])[-t:].mean(0).argmax() for i in range(len(clips))
-    ])
-    held = np.array([
-        stream_frame_logits(model, held_stream(c, model.labels[label] in STATIC_GLYPHS))[-t:].mean(0).argmax()
-        for c, label in zip(clips, labels)
-    ])
+    after_cuts = np.array(
+        [stream_frame_logits(model, stream[max(0, i * t - depth) : (i + 1) * t])[-t:].mean(0).argmax() for i in range(len(clips))]
+    )
+    held = np.array(
+        [
+            stream_frame_logits(model, held_stream(c, model.labels[label] in STATIC_GLYPHS))[-t:].mean(0).argmax()
+            for c, label in zip(clips, labels)
+        ]
+    )
     return {
         "clip": (clip == labels).mean(),
         "after cuts": (after_cuts == labels[order]).mean(),
@@ -64,7 +66,9 @@ def decisions(run: Path) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.stream_history", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.stream_history", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("runs", nargs="+", type=Path, help="training run folders of causal models")
     runs = parser.parse_args(argv).runs
     rows = {run: decisions(run) for run in runs}

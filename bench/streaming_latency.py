@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import Report, Settings, WORK, alternate_medians, ratio_row, run_alone
+from bench.common import WORK, Report, Settings, alternate_medians, ratio_row, run_alone
 from bench.latency import keras_applications_call, tflite_call
 from bench.models import ModelSpec, benchmark_models, converted_model, spec, synthetic_data, write_checkpoint
 from conversion.inspect import inspect_tflite
@@ -57,37 +57,77 @@ def measure(settings: Settings) -> Report:
     single_frame, _ = tflite_call(single.uint8, clip[:1], settings.threads)
     window, _ = tflite_call(clip_model.uint8, clip, settings.threads)
     calls = {
-        "stream": live_stream(stream_path, clip, settings.threads), "keras": live_stream(keras_path, clip, settings.threads),
-        "single": single_frame, "window": window, "keras.applications": keras_applications_call(settings, clip[:1]),
+        "stream": live_stream(stream_path, clip, settings.threads),
+        "keras": live_stream(keras_path, clip, settings.threads),
+        "single": single_frame,
+        "window": window,
+        "keras.applications": keras_applications_call(settings, clip[:1]),
     }
     seconds = alternate_medians(calls, settings.runs, settings.warmup)
 
     command = f"python -m bench.streaming_latency{settings.flag}"
     rows = [
-        ratio_row("11a", "per-frame latency, uint8 streaming TSM / plain MobileNetV2 on one frame", (seconds["stream"], seconds["single"]),
-                  ("streaming", "plain frame"), 1.15, True, command),
-        ratio_row("11b", "cost per prediction, 8-frame sliding window (clip model) / streaming", (seconds["window"], seconds["stream"]),
-                  ("window", "streaming"), None, True, command),
-        ratio_row("11c", "per-frame latency, uint8 streaming: keras route / onnx route", (seconds["keras"], seconds["stream"]),
-                  ("keras route", "onnx route"), None, True, command),
-        ratio_row("11d", "per-frame latency, uint8 streaming (onnx route) / keras.applications' MobileNetV2 on one frame", (seconds["stream"], seconds["keras.applications"]),
-                  ("streaming", "keras.applications"), 1.10, True, command),
-        ratio_row("11e", "per-frame latency, uint8 streaming (keras route) / keras.applications' MobileNetV2 on one frame", (seconds["keras"], seconds["keras.applications"]),
-                  ("streaming", "keras.applications"), 1.10, True, command),
+        ratio_row(
+            "11a",
+            "per-frame latency, uint8 streaming TSM / plain MobileNetV2 on one frame",
+            (seconds["stream"], seconds["single"]),
+            ("streaming", "plain frame"),
+            1.15,
+            True,
+            command,
+        ),
+        ratio_row(
+            "11b",
+            "cost per prediction, 8-frame sliding window (clip model) / streaming",
+            (seconds["window"], seconds["stream"]),
+            ("window", "streaming"),
+            None,
+            True,
+            command,
+        ),
+        ratio_row(
+            "11c",
+            "per-frame latency, uint8 streaming: keras route / onnx route",
+            (seconds["keras"], seconds["stream"]),
+            ("keras route", "onnx route"),
+            None,
+            True,
+            command,
+        ),
+        ratio_row(
+            "11d",
+            "per-frame latency, uint8 streaming (onnx route) / keras.applications' MobileNetV2 on one frame",
+            (seconds["stream"], seconds["keras.applications"]),
+            ("streaming", "keras.applications"),
+            1.10,
+            True,
+            command,
+        ),
+        ratio_row(
+            "11e",
+            "per-frame latency, uint8 streaming (keras route) / keras.applications' MobileNetV2 on one frame",
+            (seconds["keras"], seconds["keras.applications"]),
+            ("streaming", "keras.applications"),
+            1.10,
+            True,
+            command,
+        ),
     ]
     ops = inspect_tflite(stream_path).ops
     plain_ops = inspect_tflite(single.uint8).ops
     extra = {name: ops[name] - plain_ops.get(name, 0) for name in ops if ops[name] > plain_ops.get(name, 0)}
     if rows[0].met is False:
-        rows[0].why = f"The streaming graph adds {', '.join(f'{n} {name}' for name, n in sorted(extra.items()))} over the plain one: buffer slicing, concatenation and (de)quantization at the 21 inputs and outputs."
+        rows[
+            0
+        ].why = f"The streaming graph adds {', '.join(f'{n} {name}' for name, n in sorted(extra.items()))} over the plain one: buffer slicing, concatenation and (de)quantization at the 21 inputs and outputs."
     backbone = seconds["single"] / seconds["keras.applications"]
     for row, path, name in ((rows[3], stream_path, "stream"), (rows[4], keras_path, "keras")):
         if row.met is False:
             row.why = (
                 "Its graph still normalizes the frame with a SUB and a MUL, 3 values broadcast over the last axis, which the "
                 "clip graphs no longer do (row 13, python -m bench.graph_bisect, measures what that costs)."
-                if inspect_tflite(path).ops["SUB"] else
-                why_streaming_slower(backbone, seconds[name] / seconds["single"], extra)
+                if inspect_tflite(path).ops["SUB"]
+                else why_streaming_slower(backbone, seconds[name] / seconds["single"], extra)
             )
     details = [
         f"Streaming uint8 model: {stream_path.stat().st_size / 1e6:.2f} MB, ops {dict(ops.most_common())}; converted in {conversion_seconds:.0f} s. "
@@ -103,8 +143,8 @@ def why_streaming_slower(backbone: float, streaming: float, extra: dict[str, int
     reading = (
         f"the larger factor is the streaming graph's own: the ops it adds ({added}) at one frame's size, where each op's "
         f"fixed cost weighs more than in an 8-frame clip (row 1)"
-        if streaming > backbone else
-        "the larger factor is our plain single-frame graph against TensorFlow's own, the same backbone (row 13 compares "
+        if streaming > backbone
+        else "the larger factor is our plain single-frame graph against TensorFlow's own, the same backbone (row 13 compares "
         "the two on 8-frame clips), not the streaming part"
     )
     return (

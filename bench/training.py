@@ -20,7 +20,9 @@ TARGET = 0.90
 
 def training_step(shift: str, settings: Settings, batch: int) -> Callable[[], None]:
     torch.manual_seed(0)
-    model = build_model(settings.num_classes, settings.num_segments, settings.width_mult, shift).to(memory_format=torch.channels_last).train()
+    model = (
+        build_model(settings.num_classes, settings.num_segments, settings.width_mult, shift).to(memory_format=torch.channels_last).train()
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     clips = torch.rand(batch, settings.num_segments, 3, settings.image_size, settings.image_size) * 255
     labels = torch.arange(batch) % settings.num_classes
@@ -43,8 +45,12 @@ def measure(settings: Settings) -> Report:
     tsm, tsn = batch / seconds["TSM"], batch / seconds["TSN"]
     ratio = tsm / tsn
     row = Row(
-        "7", f"training throughput TSM / TSN, forward + backward + AdamW step, batch {batch} ({settings.label})",
-        f"{ratio:.2f} (TSM {tsm:.2f} clips/s, TSN {tsn:.2f} clips/s)", f">= {TARGET}", ratio >= TARGET, f"python -m bench.training{settings.flag}",
+        "7",
+        f"training throughput TSM / TSN, forward + backward + AdamW step, batch {batch} ({settings.label})",
+        f"{ratio:.2f} (TSM {tsm:.2f} clips/s, TSN {tsn:.2f} clips/s)",
+        f">= {TARGET}",
+        ratio >= TARGET,
+        f"python -m bench.training{settings.flag}",
     )
     grown = profile_growth(steps["TSM"], steps["TSN"])
     listed = ", ".join(f"{op} +{ms:.1f} ms" for op, ms in grown)

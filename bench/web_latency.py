@@ -39,7 +39,18 @@ def measure(settings: Settings) -> Report:
     command = f"{COMMAND}{settings.flag}"
     reason = browser.missing()
     if reason:
-        return Report([Row("15", "per-frame model time, LiteRT.js in Chromium / Python LiteRT", f"not measured: {reason}", f"<= {TARGET:g}", None, command)])
+        return Report(
+            [
+                Row(
+                    "15",
+                    "per-frame model time, LiteRT.js in Chromium / Python LiteRT",
+                    f"not measured: {reason}",
+                    f"<= {TARGET:g}",
+                    None,
+                    command,
+                )
+            ]
+        )
     path, _ = streaming_model(settings, "onnx")
     clips, _ = load_clips(synthetic_data(spec(settings, "causal")), "val", 1)
     frames = settings.warmup + settings.runs
@@ -47,11 +58,26 @@ def measure(settings: Settings) -> Report:
     page, alone, python, runtime, agree = figures[settings.threads]
     one_page, one_alone, one_python = figures[1][:3]
     rows = [
-        ratio_row("15a", f"per-frame model time, uint8 streaming, LiteRT.js {runtime['litertjs']} in headless Chromium ({describe(runtime)}) / Python LiteRT, "
-                  f"{settings.threads} threads each, same frames", (page, python), ("page", "Python"), TARGET, True, command),
+        ratio_row(
+            "15a",
+            f"per-frame model time, uint8 streaming, LiteRT.js {runtime['litertjs']} in headless Chromium ({describe(runtime)}) / Python LiteRT, "
+            f"{settings.threads} threads each, same frames",
+            (page, python),
+            ("page", "Python"),
+            TARGET,
+            True,
+            command,
+        ),
         ratio_row("15b", "the same, 1 thread each (for the record)", (one_page, one_python), ("page", "Python"), None, True, command),
-        ratio_row("15c", f"the page's model alone, the same frames back to back, camera stopped / Python LiteRT, {settings.threads} threads each (for the record)",
-                  (alone, python), ("page", "Python"), None, True, command),
+        ratio_row(
+            "15c",
+            f"the page's model alone, the same frames back to back, camera stopped / Python LiteRT, {settings.threads} threads each (for the record)",
+            (alone, python),
+            ("page", "Python"),
+            None,
+            True,
+            command,
+        ),
     ]
     if rows[0].met is False:
         rows[0].why = (
@@ -104,7 +130,13 @@ def page_and_python(path: Path, clip: np.ndarray, threads: int, frames: int, war
     expected = quantize(np.stack(logits), runner.outputs["logits"]).astype(int)
     agree = f"top-1 on {np.mean(got.logits.argmax(1) == expected.argmax(1)):.0%} of frames, max |uint8 difference| {np.abs(got.logits.astype(int) - expected).max()}"
     runtime = {**page["runtime"], "litertjs": page["manifest"]["litertjs"]}
-    return statistics.median(got.ms[warmup:]) / 1000, statistics.median(replayed[warmup:]) / 1000, statistics.median(seconds[warmup:]), runtime, agree
+    return (
+        statistics.median(got.ms[warmup:]) / 1000,
+        statistics.median(replayed[warmup:]) / 1000,
+        statistics.median(seconds[warmup:]),
+        runtime,
+        agree,
+    )
 
 
 def describe(runtime: dict) -> str:

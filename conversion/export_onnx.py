@@ -43,8 +43,13 @@ def export_onnx(model: MobileNetV2TSM, path: Path, image_size: int) -> None:
     # fresh module is in training mode, which would leave `model` training (BatchNorm on batch stats).
     with unfolded_slices_unreported():
         torch.onnx.export(
-            ClipAsFrames(model).eval(), (example,), str(path), dynamo=False, opset_version=OPSET,
-            input_names=["frames"], output_names=["logits"],
+            ClipAsFrames(model).eval(),
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=["frames"],
+            output_names=["logits"],
         )
     check_and_simplify(path)
 
@@ -68,4 +73,3 @@ def check_and_simplify(path: Path) -> None:
         raise ConversionError(f"onnxsim could not verify the simplified graph of {path}")
     onnx.checker.check_model(simplified, full_check=True)
     onnx.save(simplified, str(path))
-

@@ -60,7 +60,9 @@ class Inspection:
         lines += [f"  input  {tensor}" for tensor in self.inputs]
         lines += [f"  output {tensor}" for tensor in self.outputs]
         lines += ["  ops:"] + [f"    {count:4d}  {name}" for name, count in self.ops.most_common()]
-        lines += [f"  PROBLEM: {problem}" for problem in self.problems] or ["  OK: builtin ops only, static shapes, no float islands, constant weights"]
+        lines += [f"  PROBLEM: {problem}" for problem in self.problems] or [
+            "  OK: builtin ops only, static shapes, no float islands, constant weights"
+        ]
         return "\n".join(lines)
 
 
@@ -119,7 +121,9 @@ def _problems(inspection: Inspection, dynamic_tensors: list[str]) -> list[str]:
         problems.append(f"custom / Flex (Select-TF) ops, which a stock LiteRT cannot run: {listed}")
     quantized = any(t.dtype in QUANTIZED_TYPES for t in inspection.inputs)
     if quantized and inspection.float_islands:
-        problems.append(f"float islands in a quantized graph: {inspection.ops['DEQUANTIZE']} DEQUANTIZE, {inspection.ops['QUANTIZE']} QUANTIZE")
+        problems.append(
+            f"float islands in a quantized graph: {inspection.ops['DEQUANTIZE']} DEQUANTIZE, {inspection.ops['QUANTIZE']} QUANTIZE"
+        )
     dynamic_ops = {name: count for name, count in inspection.ops.items() if name in DYNAMIC_SHAPE_OPS}
     if dynamic_ops:
         problems.append(f"dynamic-shape ops: {', '.join(f'{count} {name}' for name, count in dynamic_ops.items())}")
@@ -127,7 +131,9 @@ def _problems(inspection: Inspection, dynamic_tensors: list[str]) -> list[str]:
         problems.append(f"{len(dynamic_tensors)} tensors with dynamic dimensions (e.g. {dynamic_tensors[0]})")
     variable_ops = {name: count for name, count in inspection.ops.items() if name in VARIABLE_OPS}
     if variable_ops:
-        problems.append(f"resource variables, weights not frozen into constants: {', '.join(f'{count} {name}' for name, count in variable_ops.items())}")
+        problems.append(
+            f"resource variables, weights not frozen into constants: {', '.join(f'{count} {name}' for name, count in variable_ops.items())}"
+        )
     return problems
 
 
@@ -152,7 +158,9 @@ def _is_dynamic(tensor) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m conversion.inspect", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m conversion.inspect", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("models", nargs="+", type=Path, help=".tflite files")
     add_verbose_flag(parser)
     args = parser.parse_args(argv)

@@ -24,16 +24,23 @@ from conversion.errors import ConversionError
 SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"  # the name onnx2tf looks for
 
 
-def onnx_to_saved_model(onnx_path: Path, output_dir: Path, sample_frames: np.ndarray, timeout_s: float = 600, max_memory_gb: float = 12) -> None:
+def onnx_to_saved_model(
+    onnx_path: Path, output_dir: Path, sample_frames: np.ndarray, timeout_s: float = 600, max_memory_gb: float = 12
+) -> None:
     """`sample_frames` (M, H, W, 3) uint8: real frames for onnx2tf's own layout check."""
     with tempfile.TemporaryDirectory(prefix="onnx2tf-") as scratch:
         np.save(Path(scratch) / SAMPLE_FILE, _onnx2tf_samples(sample_frames))
         command = [
-            sys.executable, "-m", "onnx2tf",
-            "-i", str(Path(onnx_path).resolve()),
-            "-o", str(Path(output_dir).resolve()),
+            sys.executable,
+            "-m",
+            "onnx2tf",
+            "-i",
+            str(Path(onnx_path).resolve()),
+            "-o",
+            str(Path(output_dir).resolve()),
             "-nuo",  # the graph is already simplified (export_onnx)
-            "--check_onnx_tf_outputs_sample_data_normalization", "denorm",  # our models take 0..255
+            "--check_onnx_tf_outputs_sample_data_normalization",
+            "denorm",  # our models take 0..255
             "-n",
         ]
         log_path = Path(scratch) / "onnx2tf.log"

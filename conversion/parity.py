@@ -40,7 +40,11 @@ ROUTE_FILES = {  # route id -> file in a converted model folder
     "keras-tflite-u8": "model_keras_uint8.tflite",
 }
 STREAMING_FILES = {  # conversion route -> {route id: file} of the streaming models (conversion.streaming)
-    "onnx": {"stream-onnx": "model_streaming.onnx", "stream-f32": "model_streaming_float32.tflite", "stream-u8": "model_streaming_uint8.tflite"},
+    "onnx": {
+        "stream-onnx": "model_streaming.onnx",
+        "stream-f32": "model_streaming_float32.tflite",
+        "stream-u8": "model_streaming_uint8.tflite",
+    },
     "keras": {"stream-keras-f32": "model_keras_streaming_float32.tflite", "stream-keras-u8": "model_keras_streaming_uint8.tflite"},
 }
 
@@ -90,8 +94,15 @@ def measure(route: str, inputs: str, reference: np.ndarray, logits: np.ndarray, 
         accuracy = float((logits.argmax(1) == labels).mean())
         torch_accuracy = float((reference.argmax(1) == labels).mean())
     return RouteParity(
-        route, inputs, len(reference), max_abs, max_abs / max(1.0, float(np.abs(reference).max())),
-        float((logits.argmax(1) == reference.argmax(1)).mean()), accuracy, torch_accuracy, quantized,
+        route,
+        inputs,
+        len(reference),
+        max_abs,
+        max_abs / max(1.0, float(np.abs(reference).max())),
+        float((logits.argmax(1) == reference.argmax(1)).mean()),
+        accuracy,
+        torch_accuracy,
+        quantized,
     )
 
 
@@ -101,11 +112,15 @@ def random_pixel_clips(count: int, num_segments: int, image_size: int, seed: int
 
 
 def table(rows: list[RouteParity]) -> str:
-    header = f"{'route':<18}{'inputs':<17}{'clips':>6}{'max_abs':>11}{'normalized':>12}{'top1_agree':>12}{'accuracy':>10}{'torch':>8}  verdict"
+    header = (
+        f"{'route':<18}{'inputs':<17}{'clips':>6}{'max_abs':>11}{'normalized':>12}{'top1_agree':>12}{'accuracy':>10}{'torch':>8}  verdict"
+    )
     lines = [header, "-" * len(header)]
     for row in rows:
         accuracy = f"{row.accuracy:>10.4f}{row.torch_accuracy:>8.4f}" if row.accuracy is not None else f"{'-':>10}{'-':>8}"
-        lines.append(f"{row.route:<18}{row.inputs:<17}{row.clips:>6}{row.max_abs:>11.2e}{row.max_abs_normalized:>12.2e}{row.top1_agree:>12.4f}{accuracy}  {row.verdict}")
+        lines.append(
+            f"{row.route:<18}{row.inputs:<17}{row.clips:>6}{row.max_abs:>11.2e}{row.max_abs_normalized:>12.2e}{row.top1_agree:>12.4f}{accuracy}  {row.verdict}"
+        )
     return "\n".join(lines)
 
 
@@ -152,10 +167,17 @@ class StageChecker:
 def main(argv: list[str] | None = None) -> int:
     from torch_tsm.cli import add_verbose_flag, setup, user_errors
 
-    parser = argparse.ArgumentParser(prog="python -m conversion.parity", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m conversion.parity", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("model_dir", type=Path, help="a trained and converted model folder (models/<run>)")
     parser.add_argument("--clips", type=int, default=UINT8_MIN_CLIPS, help="held-out clips to compare on")
-    parser.add_argument("--camera-changes", action=argparse.BooleanOptionalAction, default=True, help="also the uint8 models on the held-out clips under each camera change (torch_tsm.camera)")
+    parser.add_argument(
+        "--camera-changes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also the uint8 models on the held-out clips under each camera change (torch_tsm.camera)",
+    )
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
     setup(args.verbose, tensorflow=True)  # before the runners below load TensorFlow

@@ -28,13 +28,19 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+import keras  # noqa: E402  (after torch: see conversion/__init__.py)
 import numpy as np
+import tensorflow as tf  # noqa: E402
 import torch
+from ai_edge_litert.schema_py_generated import BuiltinOperator  # noqa: E402
+from tensorflow.lite.tools import flatbuffer_utils  # noqa: E402
 
 from conversion.errors import ConversionError
 from conversion.export_onnx import OPSET, check_and_simplify, unfolded_slices_unreported
 from conversion.inspect import inspect_tflite
+from conversion.onnx_to_tf import onnx_to_saved_model  # noqa: E402
 from conversion.parity import FLOAT_MAX_ABS_NORMALIZED, STREAMING_FILES, StageChecker, random_pixel_clips, table, tflite_stage
+from conversion.tflite import function_converter  # noqa: E402
 from runtime.clip import TorchRunner
 from runtime.stream import OnnxStreamRunner, StreamingTFLiteRunner, TFStreamRunner, TorchStreamRunner, input_names, output_names
 from tf_reference import streaming_from_torch_model
@@ -42,14 +48,6 @@ from torch_tsm.clips import update_card
 from torch_tsm.labels import write_labels
 from torch_tsm.model import MobileNetV2TSM
 from torch_tsm.streaming import StreamingTSM
-
-import keras  # noqa: E402  (after torch: see conversion/__init__.py)
-import tensorflow as tf  # noqa: E402
-from ai_edge_litert.schema_py_generated import BuiltinOperator  # noqa: E402
-from tensorflow.lite.tools import flatbuffer_utils  # noqa: E402
-
-from conversion.onnx_to_tf import onnx_to_saved_model  # noqa: E402
-from conversion.tflite import function_converter  # noqa: E402
 
 CLIPS_PER_CALIBRATION_STREAM = 4  # calibration streams start from zeros, then carry buffers across clips
 
@@ -60,15 +58,23 @@ def export_streaming_onnx(streaming: StreamingTSM, path: Path, image_size: int) 
     names = input_names(len(buffers)), output_names(len(buffers))
     with unfolded_slices_unreported():
         torch.onnx.export(
-            streaming.eval(), (torch.zeros(1, 3, image_size, image_size), *buffers), str(path),
-            dynamo=False, opset_version=OPSET, input_names=names[0], output_names=names[1],
+            streaming.eval(),
+            (torch.zeros(1, 3, image_size, image_size), *buffers),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=names[0],
+            output_names=names[1],
         )
     check_and_simplify(path)
 
 
 def calibration_streams(clips: np.ndarray) -> list[np.ndarray]:
     # (M, T, S, S, 3) -> streams of (CLIPS_PER_CALIBRATION_STREAM * T, S, S, 3): fresh starts and long histories
-    return [clips[i : i + CLIPS_PER_CALIBRATION_STREAM].reshape(-1, *clips.shape[2:]) for i in range(0, len(clips), CLIPS_PER_CALIBRATION_STREAM)]
+    return [
+        clips[i : i + CLIPS_PER_CALIBRATION_STREAM].reshape(-1, *clips.shape[2:])
+        for i in range(0, len(clips), CLIPS_PER_CALIBRATION_STREAM)
+    ]
 
 
 def calibration_inputs(reference: TorchStreamRunner, streams: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
@@ -102,7 +108,8 @@ def buffer_layouts(saved_model_dir: Path, onnx_runner: OnnxStreamRunner) -> list
         expected, _ = onnx_runner.step(frame, buffers)
         candidates = {"NHWC": buffers[i].transpose(0, 2, 3, 1), "NCHW": buffers[i]}
         fitting = [
-            layout for layout, value in candidates.items()
+            layout
+            for layout, value in candidates.items()
             if tuple(specs[f"buffer_{i}"].shape) == value.shape and _matches(_saved_model_logits(saved, frame, buffers, i, value), expected)
         ]
         if not fitting:
@@ -129,7 +136,10 @@ def saved_model_step(saved_model_dir: Path, layouts: list[str]):
     saved = loaded.signatures["serving_default"]
     names = input_names(len(layouts))
     # Buffer input shapes from the outputs they are fed from: output_{i+1} is new_buffer_i, NHWC.
-    shapes = [saved.structured_input_signature[1]["frame"].shape, *(saved.structured_outputs[f"output_{i + 1}"].shape for i in range(len(layouts)))]
+    shapes = [
+        saved.structured_input_signature[1]["frame"].shape,
+        *(saved.structured_outputs[f"output_{i + 1}"].shape for i in range(len(layouts))),
+    ]
     signature = [tf.TensorSpec(shape, tf.float32, name=name) for name, shape in zip(names, shapes)]
 
     @tf.function(input_signature=signature)
@@ -185,7 +195,9 @@ def declare_input_quantization(model_bytes: bytes) -> bytes:
     graph, signature = model.subgraphs[0], model.signatureDefs[0]
     inputs = {entry.name.decode(): entry.tensorIndex for entry in signature.inputs}
     outputs = {entry.name.decode(): entry.tensorIndex for entry in signature.outputs}
-    quantize_codes = {i for i, code in enumerate(model.operatorCodes) if max(code.builtinCode, code.deprecatedBuiltinCode) == BuiltinOperator.QUANTIZE}
+    quantize_codes = {
+        i for i, code in enumerate(model.operatorCodes) if max(code.builtinCode, code.deprecatedBuiltinCode) == BuiltinOperator.QUANTIZE
+    }
     for name, index in inputs.items():
         consumers = [op for op in graph.operators if index in op.inputs]
         if not consumers or any(op.opcodeIndex not in quantize_codes for op in consumers):

@@ -47,7 +47,6 @@ from torch_tsm.errors import UserError, reading, room_to_write
 from torch_tsm.labels import write_labels
 from torch_tsm.model import MobileNetV2TSM, load_model
 
-
 ROUTES = ("onnx", "keras")
 
 
@@ -88,7 +87,9 @@ def convert(
     output_dir = Path(output_dir)
     size, segments = model.image_size, model.num_segments
     if calibration.shape[1:] != (segments, size, size, 3) or calibration.dtype != np.uint8:
-        raise ValueError(f"calibration clips must be uint8 (T={segments}, {size}, {size}, 3); got {calibration.dtype} {calibration.shape[1:]}")
+        raise ValueError(
+            f"calibration clips must be uint8 (T={segments}, {size}, {size}, 3); got {calibration.dtype} {calibration.shape[1:]}"
+        )
     clips, labels = held_out if held_out is not None else (calibration, None)
     checker = StageChecker(TorchRunner(model), clips, labels, random_pixel_clips(8, segments, size))
 
@@ -191,16 +192,26 @@ def newest_checkpoint(models_dir: Path = Path("models")) -> Path:
 
 def main(argv: list[str] | None = None) -> dict:
     """The command; bad input is raised (UserError, OSError), as from convert(), and `cli.run` reports it."""
-    parser = argparse.ArgumentParser(prog="python -m conversion.to_tflite", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m conversion.to_tflite", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--checkpoint", type=Path, help="training checkpoint (default: the newest models/*/best.ckpt)")
     parser.add_argument("--output", type=Path, help="output folder (default: beside the checkpoint)")
     parser.add_argument("--calibration-clips", type=int, default=100, help="training clips for uint8 calibration")
     parser.add_argument("--parity-clips", type=int, default=200, help="held-out clips for the parity checks")
-    parser.add_argument("--data", choices=("synthetic", "bukva", "frames"), help="calibration data (default: the model's own training data)")
+    parser.add_argument(
+        "--data", choices=("synthetic", "bukva", "frames"), help="calibration data (default: the model's own training data)"
+    )
     parser.add_argument("--data-root", type=Path)
-    parser.add_argument("--route", choices=ROUTES, default="onnx", help="onnx: ONNX -> onnx2tf -> TFLite (default); keras: the native Keras twin -> TFLite")
+    parser.add_argument(
+        "--route", choices=ROUTES, default="onnx", help="onnx: ONNX -> onnx2tf -> TFLite (default); keras: the native Keras twin -> TFLite"
+    )
     parser.add_argument("--streaming", action="store_true", help="the per-frame streaming models (a model trained with --shift causal)")
-    parser.add_argument("--keep-failed-uint8", action="store_true", help="write the uint8 model even when it misses its parity bounds (recorded in the model card; exit status 1)")
+    parser.add_argument(
+        "--keep-failed-uint8",
+        action="store_true",
+        help="write the uint8 model even when it misses its parity bounds (recorded in the model card; exit status 1)",
+    )
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
     setup(args.verbose, tensorflow=True)
@@ -213,7 +224,9 @@ def main(argv: list[str] | None = None) -> dict:
     with reading(checkpoint, "checkpoint"):
         model = load_model(checkpoint)
     if args.streaming and model.shift != "causal":
-        raise UserError(f"{checkpoint}: --streaming needs a model trained with --shift causal; this one has the {model.shift} shift, which looks at frames a live stream has not seen yet")
+        raise UserError(
+            f"{checkpoint}: --streaming needs a model trained with --shift causal; this one has the {model.shift} shift, which looks at frames a live stream has not seen yet"
+        )
     card_path = checkpoint.parent / "model_card.json"
     if args.data is None and not card_path.is_file():
         raise UserError(f"{card_path}: not found; pass --data/--data-root for calibration clips")
@@ -240,7 +253,10 @@ def main(argv: list[str] | None = None) -> dict:
         evaluate_live(Path(output) / u8)
     if figures["failed"]:
         u8 = next(file for route, file in figures["files"].items() if route.endswith("u8"))
-        print(f"error: {Path(output) / u8}: written by --keep-failed-uint8, but it FAILED its parity check (model_card.json); do not ship it", file=sys.stderr)
+        print(
+            f"error: {Path(output) / u8}: written by --keep-failed-uint8, but it FAILED its parity check (model_card.json); do not ship it",
+            file=sys.stderr,
+        )
         raise SystemExit(1)
     return figures
 
@@ -276,7 +292,9 @@ def conversion_summary(output: Path, figures: dict, streaming: bool = False) -> 
         verdict += f"; uint8 agrees with PyTorch on {held_out['top1_agree']:.1%} of {held_out['clips']} held-out clips"
     rows.append(("parity", verdict))
     if streaming:
-        rows.append(("next", f"tsm-web {Path(output)}   (the page, on your camera), or: tsm-predict --camera 0 --model {Path(output) / files[u8]}"))
+        rows.append(
+            ("next", f"tsm-web {Path(output)}   (the page, on your camera), or: tsm-predict --camera 0 --model {Path(output) / files[u8]}")
+        )
     else:
         rows.append(("next", f"python -m runtime.evaluate --model {Path(output) / files[u8]}"))
     return summary("converted", rows)

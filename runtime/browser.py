@@ -79,11 +79,19 @@ def chromium(camera: Path, allow_camera: bool = True, width: int = 1000, height:
     options = webdriver.ChromeOptions()
     options.binary_location = next(shutil.which(name) for name in CHROMIUM if shutil.which(name))
     for argument in (
-        "--headless=new", "--no-sandbox", f"--window-size={width},{height}", "--hide-scrollbars",
-        "--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={camera}",
+        "--headless=new",
+        "--no-sandbox",
+        f"--window-size={width},{height}",
+        "--hide-scrollbars",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={camera}",
         "--use-fake-ui-for-media-stream" if allow_camera else "--use-fake-ui-for-media-stream=deny",
         # nothing from outside: no component updates, sync, field trials or other background fetches
-        "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-default-apps",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-default-apps",
     ):
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=Service(shutil.which(CHROMEDRIVER)))

@@ -81,7 +81,9 @@ class SavedModelRunner(Runner):
 
     def run(self, clips: np.ndarray) -> np.ndarray:
         # (N, T, H, W, 3) uint8 -> (N, K); the SavedModel's one output is the logits, whatever its name
-        return np.concatenate([next(iter(self.function(frames=self.tf.constant(clip, self.tf.float32)).values())).numpy() for clip in clips])
+        return np.concatenate(
+            [next(iter(self.function(frames=self.tf.constant(clip, self.tf.float32)).values())).numpy() for clip in clips]
+        )
 
 
 class KerasRunner(Runner):
@@ -94,7 +96,9 @@ class KerasRunner(Runner):
         _, self.num_segments, self.image_size = model.input_shape[:3]
         self.num_classes = model.output_shape[-1]
         # The model's layers traced once into a graph: a clip takes ~15 ms, where an eager call takes ~300 ms.
-        self.function = tf.function(lambda clip: model(clip, training=False), input_signature=[tf.TensorSpec((1, *model.input_shape[1:]), tf.float32)])
+        self.function = tf.function(
+            lambda clip: model(clip, training=False), input_signature=[tf.TensorSpec((1, *model.input_shape[1:]), tf.float32)]
+        )
 
     def run(self, clips: np.ndarray) -> np.ndarray:
         # (N, T, H, W, 3) uint8 -> (N, K), one clip at a time (the model may be built for batch 1)
@@ -163,8 +167,10 @@ def load_runner(path: str | Path, threads: int = 2):
 
         with reading(path, FILE_KINDS[suffix]):
             if is_streaming_file(path):
-                raise UserError(f"{path}: a streaming model (a frame and buffers in, logits and buffers out), where a clip model is needed; "
-                                "predict, evaluate, live and the page take it, or convert the checkpoint without --streaming")
+                raise UserError(
+                    f"{path}: a streaming model (a frame and buffers in, logits and buffers out), where a clip model is needed; "
+                    "predict, evaluate, live and the page take it, or convert the checkpoint without --streaming"
+                )
     if suffix in (".ckpt", ".pt", ".pth"):
         with reading(path, "checkpoint"):
             return TorchRunner(load_model(path))

@@ -42,7 +42,6 @@ from torch_tsm.labels import check_label_count, read_labels
 from torch_tsm.metrics import accuracy_figures, pair_accuracy
 from torch_tsm.synthetic import DIRECTION_PAIRS
 
-
 CONFUSION_DPI = 100
 # DejaVu Sans ships with matplotlib and covers Cyrillic: Bukva's letters render as letters, not boxes.
 PLOT_FONT = {"font.family": "DejaVu Sans"}
@@ -146,7 +145,9 @@ def check_model_fits(model: Model, data: ClipDataModule) -> None:
             f"but the data gives {data.num_segments} frames at {data.image_size} px"
         )
     if model.runner.num_classes != len(data.labels):
-        raise UserError(f"{model.path} predicts {model.runner.num_classes} classes, but the {data.data} data has {len(data.labels)} classes {_preview(data.labels)}")
+        raise UserError(
+            f"{model.path} predicts {model.runner.num_classes} classes, but the {data.data} data has {len(data.labels)} classes {_preview(data.labels)}"
+        )
     if model.labels is not None and model.labels != data.labels:
         raise UserError(
             f"{model.path} predicts {len(model.labels)} classes {_preview(model.labels)}, "
@@ -253,7 +254,9 @@ def comparison_table(report: dict) -> str:
     lines = [f"{'model':<{width}} {'runtime':<10} {'accuracy':>8} {'top-3':>8} {'agreement':>9}"]
     for name, entry in models.items():
         figures = entry["figures"]
-        lines.append(f"{name:<{width}} {entry['runtime']:<10} {figures['accuracy']:8.4f} {figures['top3']:8.4f} {report['comparison']['agreement'][name]:9.4f}")
+        lines.append(
+            f"{name:<{width}} {entry['runtime']:<10} {figures['accuracy']:8.4f} {figures['top3']:8.4f} {report['comparison']['agreement'][name]:9.4f}"
+        )
     return "\n".join(lines)
 
 
@@ -279,7 +282,9 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
         axes.set_title(title)
         for (row, column), count in np.ndenumerate(matrix):
             if count:
-                axes.text(column, row, str(count), ha="center", va="center", fontsize=7, color="white" if rates[row, column] > 0.5 else "black")
+                axes.text(
+                    column, row, str(count), ha="center", va="center", fontsize=7, color="white" if rates[row, column] > 0.5 else "black"
+                )
         figure.colorbar(image, ax=axes, label="fraction of the true class", shrink=0.8)
         figure.savefig(path)
 
@@ -303,8 +308,15 @@ def evaluation_report(models: Sequence[Model], data: ClipDataModule, split: str,
         logits = predictions.logits[model.name]
         figures = classification_figures(logits, predictions.labels, labels)
         if data.data == "synthetic":
-            figures["direction_pair_accuracy"] = pair_accuracy(torch.from_numpy(logits), torch.from_numpy(predictions.labels), labels, DIRECTION_PAIRS)
-        report["models"][model.name] = {"path": str(model.path), "runtime": model.runtime, "figures": figures, "confusion_png": confusion_png_name(model.name)}
+            figures["direction_pair_accuracy"] = pair_accuracy(
+                torch.from_numpy(logits), torch.from_numpy(predictions.labels), labels, DIRECTION_PAIRS
+            )
+        report["models"][model.name] = {
+            "path": str(model.path),
+            "runtime": model.runtime,
+            "figures": figures,
+            "confusion_png": confusion_png_name(model.name),
+        }
     if compare:
         report["comparison"] = {"agreement": agreement(predictions), "disagreements": disagreements(predictions, labels)}
     return report
@@ -336,15 +348,22 @@ def summary(report: dict) -> str:
     if "comparison" in report:
         found = report["comparison"]["disagreements"]
         parts += ["", comparison_table(report), "", f"{len(found)} clips where the models disagree"]
-        parts += [f"  {row['clip']} (true {row['label']}): " + ", ".join(f"{m} {c}" for m, c in row["predicted"].items()) for row in found[:SHOWN_DISAGREEMENTS]]
+        parts += [
+            f"  {row['clip']} (true {row['label']}): " + ", ".join(f"{m} {c}" for m, c in row["predicted"].items())
+            for row in found[:SHOWN_DISAGREEMENTS]
+        ]
         if len(found) > SHOWN_DISAGREEMENTS:
             parts.append(f"  ... all {len(found)} in evaluation.json")
     return "\n".join(parts)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m runtime.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, action="append", required=True, help="checkpoint, .onnx, SavedModel folder or .tflite; repeat with --compare")
+    parser = argparse.ArgumentParser(
+        prog="python -m runtime.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model", type=Path, action="append", required=True, help="checkpoint, .onnx, SavedModel folder or .tflite; repeat with --compare"
+    )
     parser.add_argument("--compare", action="store_true", help="compare the models on the same clips (agreement, disagreements)")
     parser.add_argument("--data", choices=DATA_KINDS, help="default: the data of the model card beside the first model")
     parser.add_argument("--data-root", type=Path, help="dataset folder (bukva, frames)")

@@ -40,17 +40,33 @@ def score(loaded: LoadedModel, rule: DecisionRule, videos: list) -> dict:
 
 def live_summary(path: Path, mode: str, figures: dict) -> str:
     latency = figures["latency_s"]
-    return summary(f"live, {mode} mode", [
-        ("model", str(path)),
-        ("letters", f"{figures['letter_accuracy']:.1%} letter accuracy on {figures['signs']} signs of {figures['videos']} videos "
-                    f"({figures['substitutions']} substituted, {figures['deletions']} missed, {figures['insertions']} inserted)"),
-        ("idle", f"{figures['false_events_per_idle_minute']:.2f} false letters per minute of idle"),
-        ("latency", f"median {latency['median']:.2f} s, 90% within {latency['p90']:.2f} s of a sign's end" if latency else "no letter right"),
-    ])
+    return summary(
+        f"live, {mode} mode",
+        [
+            ("model", str(path)),
+            (
+                "letters",
+                f"{figures['letter_accuracy']:.1%} letter accuracy on {figures['signs']} signs of {figures['videos']} videos "
+                f"({figures['substitutions']} substituted, {figures['deletions']} missed, {figures['insertions']} inserted)",
+            ),
+            ("idle", f"{figures['false_events_per_idle_minute']:.2f} false letters per minute of idle"),
+            (
+                "latency",
+                f"median {latency['median']:.2f} s, 90% within {latency['p90']:.2f} s of a sign's end" if latency else "no letter right",
+            ),
+        ],
+    )
 
 
-def evaluate_live(path: Path, mode: str | None = None, split: str = "test", count: int | None = None, stride: int = 1,
-                  data: str | None = None, data_root: Path | None = None) -> dict:
+def evaluate_live(
+    path: Path,
+    mode: str | None = None,
+    split: str = "test",
+    count: int | None = None,
+    stride: int = 1,
+    data: str | None = None,
+    data_root: Path | None = None,
+) -> dict:
     """Scores the model file on held-out continuous videos of its card's data (or of data/data_root) and
     writes the figures into its card. count None: LIVE_VIDEOS built-in videos, every Bukva test video. -> the figures."""
     card = card_beside(path)  # first: without it, neither the data nor the decision rule is known
@@ -67,12 +83,16 @@ def evaluate_live(path: Path, mode: str | None = None, split: str = "test", coun
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m runtime.live", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m runtime.live", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", type=Path, required=True, help="checkpoint, clip or streaming .onnx / .tflite, SavedModel folder")
     parser.add_argument("--mode", choices=("clip", "stream"), help="default: stream for a streaming model file, clip otherwise")
     parser.add_argument("--stride", type=int, default=1, help="clip mode: a prediction every N kept frames")
     parser.add_argument("--split", choices=("val", "test"), default="test", help="test: held out from choosing the decision rule (default)")
-    parser.add_argument("--videos", type=int, help=f"at most this many videos (default: {LIVE_VIDEOS} built-in videos of 5 signs; every Bukva test video)")
+    parser.add_argument(
+        "--videos", type=int, help=f"at most this many videos (default: {LIVE_VIDEOS} built-in videos of 5 signs; every Bukva test video)"
+    )
     parser.add_argument("--data", choices=("synthetic", "bukva", "frames"), help="default: the model card's data")
     parser.add_argument("--data-root", type=Path, help="the dataset's folder (bukva: with original/; frames: prepared from original/)")
     add_verbose_flag(parser)

@@ -35,7 +35,7 @@ from torch_tsm.cli import add_verbose_flag, setup, user_errors
 from torch_tsm.cli import run as run_command  # run() below is the loop
 from torch_tsm.errors import UserError, reading
 from torch_tsm.frames import FrameTransform
-from torch_tsm.transcript import DecisionRule, Transcriber, softmax
+from torch_tsm.transcript import DecisionRule, Transcriber
 
 
 class PredictError(UserError):
@@ -123,7 +123,9 @@ def load(path: Path, mode: str | None, stride: int) -> LoadedModel:
         predictor = StreamPredictor(runner) if mode == "stream" else ClipPredictor(runner, num_segments, stride)
         return LoadedModel(predictor, labels, runner.image_size, mode)
     if mode == "stream":
-        raise PredictError(f"{path} is a clip model; --mode stream needs a streaming model (model_streaming*.tflite / .onnx, model_keras_streaming_*.tflite, or a checkpoint trained with --shift causal)")
+        raise PredictError(
+            f"{path} is a clip model; --mode stream needs a streaming model (model_streaming*.tflite / .onnx, model_keras_streaming_*.tflite, or a checkpoint trained with --shift causal)"
+        )
     _check_clip_input(path)
     runner = load_runner(path)
     labels = labels_beside(path, runner.num_classes)
@@ -141,7 +143,9 @@ def _check_clip_input(path: Path) -> None:
     shape = list(inputs[0]["shape"]) if len(inputs) == 1 else None
     if shape is None or len(shape) != 5 or shape[0] != 1 or shape[2] != shape[3] or shape[4] != 3:
         found = ", ".join(f"{tensor['name']} {list(tensor['shape'])}" for tensor in inputs)
-        raise PredictError(f"{path}: its input ({found}) does not fit: expected a clip (1, T, S, S, 3) or a streaming model (frame + buffers)")
+        raise PredictError(
+            f"{path}: its input ({found}) does not fit: expected a clip (1, T, S, S, 3) or a streaming model (frame + buffers)"
+        )
 
 
 def labels_beside(path: Path, count: int) -> list[str]:
@@ -351,7 +355,9 @@ def run(args: argparse.Namespace) -> Result:
             f"{source.name}: only {recognizer.kept} frames at --frame-step {rule.frame_step}, the model needs {loaded.predictor.num_segments} per clip; "
             "lower --frame-step or use --mode stream"
         )
-    return Result(source.name, str(args.model), loaded.mode, rule.as_dict(), recognizer.letters, recognizer.frames, time.perf_counter() - started)
+    return Result(
+        source.name, str(args.model), loaded.mode, rule.as_dict(), recognizer.letters, recognizer.frames, time.perf_counter() - started
+    )
 
 
 def _writer(path: Path, source: Source, frame: np.ndarray) -> cv2.VideoWriter:
@@ -375,7 +381,9 @@ def print_result(result: Result) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m runtime.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m runtime.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("video", type=Path, nargs="?", help="a video file (or use --camera)")
     parser.add_argument("--camera", type=int, help="run live on camera N instead of a video")
     parser.add_argument("--model", type=Path, required=True, help="checkpoint, SavedModel folder, clip or streaming .onnx / .tflite")

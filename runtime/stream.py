@@ -148,7 +148,9 @@ class StreamingTFLiteRunner(StreamRunner):
 
     def zero_buffers(self) -> list[np.ndarray]:
         # The quantized zero of each buffer: its zero point (zero is exactly representable).
-        return [quantize(np.zeros(self.inputs[f"buffer_{i}"]["shape"], np.float32), self.inputs[f"buffer_{i}"]) for i in range(self.num_buffers)]
+        return [
+            quantize(np.zeros(self.inputs[f"buffer_{i}"]["shape"], np.float32), self.inputs[f"buffer_{i}"]) for i in range(self.num_buffers)
+        ]
 
     def step(self, frame: np.ndarray, buffers: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         feed = {f"buffer_{i}": buffer for i, buffer in enumerate(buffers)}

@@ -48,8 +48,12 @@ LITERTJS_WASM = ("litert_wasm_internal", "litert_wasm_threaded_internal", "liter
 STREAMING_MODELS = ("model_streaming_uint8.tflite", "model_keras_streaming_uint8.tflite")
 CLIP_MODELS = ("model_uint8.tflite", "model_keras_uint8.tflite")
 MIME_TYPES = {
-    ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
-    ".json": "application/json; charset=utf-8", ".wasm": "application/wasm", ".txt": "text/plain; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json; charset=utf-8",
+    ".wasm": "application/wasm",
+    ".txt": "text/plain; charset=utf-8",
 }
 
 
@@ -79,7 +83,7 @@ def manifest(folder: Path) -> dict:
     the uint8 tensors' quantization."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from runtime.predict import decision_rule, card_segments, labels_beside  # labels.txt, T and the rule found as predict finds them
+    from runtime.predict import card_segments, decision_rule, labels_beside  # labels.txt, T and the rule found as predict finds them
 
     path = find_model(folder)
     with reading(path, "TFLite model"):
@@ -91,9 +95,14 @@ def manifest(folder: Path) -> dict:
     logits = outputs["logits"] if streaming else next(iter(outputs.values()))
     labels = labels_beside(path, int(logits["shape"][-1]))
     return {
-        "file": path.name, "mode": "stream" if streaming else "clip", "image_size": image_size,
-        "num_segments": segments or card_segments(path), "labels": labels, "decision": decision_rule(path).as_dict(),
-        "litertjs": litertjs_version(), **tensors,
+        "file": path.name,
+        "mode": "stream" if streaming else "clip",
+        "image_size": image_size,
+        "num_segments": segments or card_segments(path),
+        "labels": labels,
+        "decision": decision_rule(path).as_dict(),
+        "litertjs": litertjs_version(),
+        **tensors,
     }
 
 
@@ -101,7 +110,9 @@ def _streaming_tensors(path: Path, inputs: dict, outputs: dict) -> tuple[int, in
     # frame (1, S, S, 3) + buffer_i -> logits (1, K) + new_buffer_i, all uint8; each new_buffer_i quantized as buffer_i
     buffers = [f"buffer_{i}" for i in range(len(inputs) - 1)]
     if set(inputs) != {"frame", *buffers} or set(outputs) != {"logits", *(f"new_{name}" for name in buffers)}:
-        raise UserError(f"{path}: not a streaming model of this toolkit (inputs {sorted(inputs)}, outputs {sorted(outputs)}; expected frame + buffer_i -> logits + new_buffer_i)")
+        raise UserError(
+            f"{path}: not a streaming model of this toolkit (inputs {sorted(inputs)}, outputs {sorted(outputs)}; expected frame + buffer_i -> logits + new_buffer_i)"
+        )
     _check_uint8(path, [*inputs.values(), *outputs.values()])
     frame = [int(n) for n in inputs["frame"]["shape"]]
     if len(frame) != 4 or frame[0] != 1 or frame[1] != frame[2] or frame[3] != 3:
@@ -110,7 +121,8 @@ def _streaming_tensors(path: Path, inputs: dict, outputs: dict) -> tuple[int, in
         if _quantization(inputs[name]) != _quantization(outputs[f"new_{name}"]):
             raise UserError(f"{path}: new_{name} is not quantized as {name}, so it cannot be fed back as it is")
     tensors = {
-        "frame": _quantization(inputs["frame"]), "logits": _quantization(outputs["logits"]),
+        "frame": _quantization(inputs["frame"]),
+        "logits": _quantization(outputs["logits"]),
         "buffers": [{"name": name, "shape": [int(n) for n in inputs[name]["shape"]], **_quantization(inputs[name])} for name in buffers],
     }
     return frame[1], None, tensors
@@ -119,8 +131,17 @@ def _streaming_tensors(path: Path, inputs: dict, outputs: dict) -> tuple[int, in
 def _clip_tensors(path: Path, inputs: dict, outputs: dict) -> tuple[int, int, dict]:
     # one clip (1, T, S, S, 3) uint8 -> one logits (1, K) uint8
     shapes = [[int(n) for n in detail["shape"]] for detail in inputs.values()]
-    if len(inputs) != 1 or len(outputs) != 1 or len(shapes[0]) != 5 or shapes[0][0] != 1 or shapes[0][2] != shapes[0][3] or shapes[0][4] != 3:
-        raise UserError(f"{path}: not a clip model of this toolkit (inputs {shapes}; expected one clip (1, T, S, S, 3) and one logits output)")
+    if (
+        len(inputs) != 1
+        or len(outputs) != 1
+        or len(shapes[0]) != 5
+        or shapes[0][0] != 1
+        or shapes[0][2] != shapes[0][3]
+        or shapes[0][4] != 3
+    ):
+        raise UserError(
+            f"{path}: not a clip model of this toolkit (inputs {shapes}; expected one clip (1, T, S, S, 3) and one logits output)"
+        )
     (clip,), (logits,) = inputs.items(), outputs.values()
     _check_uint8(path, [clip[1], logits])
     return shapes[0][2], shapes[0][1], {"input": clip[0], "frame": _quantization(clip[1]), "logits": _quantization(logits)}
@@ -131,7 +152,9 @@ def _check_uint8(path: Path, details: list[dict]) -> None:
 
     other = sorted({np.dtype(detail["dtype"]).name for detail in details} - {"uint8"})
     if other:
-        raise UserError(f"{path}: has {', '.join(other)} tensors at its inputs or outputs; the page runs the uint8 models (tsm-convert makes them)")
+        raise UserError(
+            f"{path}: has {', '.join(other)} tensors at its inputs or outputs; the page runs the uint8 models (tsm-convert makes them)"
+        )
 
 
 def _quantization(detail: dict) -> dict:
@@ -149,13 +172,20 @@ def page_files() -> dict[str, Path]:
     files["/"] = PAGE / "index.html"
     if LITERTJS.is_dir():
         files |= {f"/litert/{url}": LITERTJS / name for url, name in LITERTJS_FILES.items()}
-        files |= {f"/litert/wasm/{name}{suffix}": LITERTJS / "core" / "wasm" / f"{name}{suffix}" for name in LITERTJS_WASM for suffix in (".js", ".wasm")}
+        files |= {
+            f"/litert/wasm/{name}{suffix}": LITERTJS / "core" / "wasm" / f"{name}{suffix}"
+            for name in LITERTJS_WASM
+            for suffix in (".js", ".wasm")
+        }
     return files
 
 
 def content_security_policy(html: str) -> str:
     """Only this server, for everything the page loads or connects to; the page's inline import map by its hash."""
-    inline = [b64encode(hashlib.sha256(script.encode()).digest()).decode() for script in re.findall(r"<script type=\"importmap\">(.*?)</script>", html, re.S)]
+    inline = [
+        b64encode(hashlib.sha256(script.encode()).digest()).decode()
+        for script in re.findall(r"<script type=\"importmap\">(.*?)</script>", html, re.S)
+    ]
     scripts = " ".join(f"'sha256-{digest}'" for digest in inline)
     # 'wasm-unsafe-eval' compiles WebAssembly; blob: and mediastream: are the camera and a dropped video.
     return (
@@ -234,7 +264,11 @@ def serve(folder: Path, host: str = "127.0.0.1", port: int = 8000) -> PageServer
     if not folder.is_dir():
         raise UserError(f"{folder}: model folder not found")
     files = page_files()
-    handler = type("Handler", (PageHandler,), {"folder": folder.absolute(), "files": files, "policy": content_security_policy(files["/"].read_text(encoding="utf-8"))})
+    handler = type(
+        "Handler",
+        (PageHandler,),
+        {"folder": folder.absolute(), "files": files, "policy": content_security_policy(files["/"].read_text(encoding="utf-8"))},
+    )
     try:
         return PageServer((host, port), handler)
     except OSError as error:
@@ -242,7 +276,9 @@ def serve(folder: Path, host: str = "127.0.0.1", port: int = 8000) -> PageServer
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m runtime.web", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m runtime.web", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("folder", type=Path, help="a converted model folder (models/RUN)")
     parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="0: any free port")
@@ -259,11 +295,15 @@ def main(argv: list[str] | None = None) -> int:
         if not folder.is_dir():
             raise UserError(f"{folder}: model folder not found")
         if not LITERTJS.is_dir():
-            raise UserError(f"{LITERTJS}: LiteRT.js is not installed; in the repository `make install` installs it (it needs npm), or install the wheel")
+            raise UserError(
+                f"{LITERTJS}: LiteRT.js is not installed; in the repository `make install` installs it (it needs npm), or install the wheel"
+            )
         server = serve(folder, args.host, args.port)
         try:
             found = manifest(folder)
-            print(f"{folder}: {found['file']} ({found['mode']} mode, {found['image_size']} px, {len(found['labels'])} classes), LiteRT.js {found['litertjs']}")
+            print(
+                f"{folder}: {found['file']} ({found['mode']} mode, {found['image_size']} px, {len(found['labels'])} classes), LiteRT.js {found['litertjs']}"
+            )
         except UserError as error:
             print(f"warning: {error}\n  the page says so too; reload it once the folder holds a model", file=sys.stderr)
     host, port = server.server_address[:2]

@@ -39,15 +39,20 @@ def with_real_batchnorm_statistics(model: MobileNetV2TSM, image_size: int = 32) 
 def training_checkpoint(model: MobileNetV2TSM, labels: list[str] | None = None, image_size: int = 32, **config) -> dict:
     """`model` in the layout torch_tsm.train writes (load_model reads it); `config` overrides its hyper-parameters."""
     hyper_parameters = {
-        "labels": labels or [str(i) for i in range(model.num_classes)], "num_segments": model.num_segments,
-        "width_mult": model.width_mult, "shift": model.shift, "image_size": image_size,
+        "labels": labels or [str(i) for i in range(model.num_classes)],
+        "num_segments": model.num_segments,
+        "width_mult": model.width_mult,
+        "shift": model.shift,
+        "image_size": image_size,
     }
     return {"hyper_parameters": hyper_parameters | config, "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}
 
 
 def snapshot(folder: Path) -> dict[str, str]:
     # every path under folder -> the sha256 of its bytes ("" for a folder): what a failed conversion must leave alone
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "" for p in sorted(folder.rglob("*"))}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "" for p in sorted(folder.rglob("*"))
+    }
 
 
 @pytest.fixture
@@ -99,7 +104,19 @@ def streaming_converted(trained_run, tmp_path_factory):
     output = tmp_path_factory.mktemp("streaming")
     with offline():
         for route in ("onnx", "keras"):
-            main(["--checkpoint", str(trained_run / "best.ckpt"), "--output", str(output), "--streaming", "--calibration-clips", "48", "--route", route])
+            main(
+                [
+                    "--checkpoint",
+                    str(trained_run / "best.ckpt"),
+                    "--output",
+                    str(output),
+                    "--streaming",
+                    "--calibration-clips",
+                    "48",
+                    "--route",
+                    route,
+                ]
+            )
     return output
 
 
@@ -137,5 +154,7 @@ def undeployable_tflite(tmp_path_factory) -> dict[str, Path]:
     graph, "dynamic" a dynamic batch and shape arithmetic (SHAPE, PACK). "clean" is the float-island
     graph without the SIN: full-integer and deployable, the control. A few seconds."""
     folder = tmp_path_factory.mktemp("undeployable")
-    subprocess.run([sys.executable, "-m", "tests.undeployable", str(folder)], cwd=Path(__file__).parents[1], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "tests.undeployable", str(folder)], cwd=Path(__file__).parents[1], check=True, capture_output=True
+    )
     return {name: folder / f"{name}.tflite" for name in ("flex", "float_island", "clean", "dynamic")}

@@ -29,7 +29,20 @@ FILE = Path(__file__).parent / "data" / "causal-demo.pt"
 # The demo's live model (the causal shift, trained on clips and on continuous video, so that it serves the
 # streaming and live tests too), without the colour jitter and the blur (they cost clean accuracy, and the
 # tests' videos are clean), trained until every one of its 200 validation clips is right.
-RECIPE = ["--shift", "causal", "--stream-training", "--synthetic-clips", "1600", "200", "--no-photometric", "--no-blur", "--max-epochs", "12", "--until-accuracy", "1.0"]
+RECIPE = [
+    "--shift",
+    "causal",
+    "--stream-training",
+    "--synthetic-clips",
+    "1600",
+    "200",
+    "--no-photometric",
+    "--no-blur",
+    "--max-epochs",
+    "12",
+    "--until-accuracy",
+    "1.0",
+]
 
 
 def unpack(folder: Path) -> Path:
@@ -48,15 +61,20 @@ def main() -> None:
         run = train([*RECIPE, "--output", str(Path(scratch) / "run")])
         card = read_card(run)
         if card["validation"]["accuracy"] < 1.0:
-            sys.exit(f"the run reached only {card['validation']['accuracy']:.1%} in {card['training']['epochs']} epochs; {FILE} is left as it was")
+            sys.exit(
+                f"the run reached only {card['validation']['accuracy']:.1%} in {card['training']['epochs']} epochs; {FILE} is left as it was"
+            )
         checkpoint = torch.load(run / "best.ckpt", map_location="cpu", weights_only=True)
     FILE.parent.mkdir(exist_ok=True)
-    torch.save({
-        "recipe": RECIPE,
-        "hyper_parameters": checkpoint["hyper_parameters"],
-        "state_dict": checkpoint["state_dict"],
-        "training": card["training"] | {"validation": card["validation"]},
-    }, FILE)
+    torch.save(
+        {
+            "recipe": RECIPE,
+            "hyper_parameters": checkpoint["hyper_parameters"],
+            "state_dict": checkpoint["state_dict"],
+            "training": card["training"] | {"validation": card["validation"]},
+        },
+        FILE,
+    )
     print(f"wrote {FILE} ({FILE.stat().st_size / 1e6:.1f} MB)")
 
 

@@ -98,7 +98,7 @@ def rotated_90(path: Path, source: Path) -> Path:
     box = data.find(b"tkhd")
     # tkhd: version(1) flags(3), times/ids (20 bytes in version 0, 32 in 1), reserved(8), layer..volume(8), then the matrix
     matrix = box + 4 + 4 + (20 if data[box + 4] == 0 else 32) + 8 + 8
-    data[matrix:matrix + 36] = struct.pack(">9i", 0, 1 << 16, 0, -(1 << 16), 0, 0, 0, 0, 1 << 30)
+    data[matrix : matrix + 36] = struct.pack(">9i", 0, 1 << 16, 0, -(1 << 16), 0, 0, 0, 0, 1 << 30)
     path.write_bytes(bytes(data))
     return path
 
@@ -144,7 +144,11 @@ def beside(folder: Path, model: bytes, labels: bytes | None = None, card: dict |
 
 
 def synthetic_card(**config) -> dict:
-    return {"checkpoint": "best.ckpt", "labels": CLASSES, "config": {"data": "synthetic", "synthetic_clips": [8, 8], "num_segments": SEGMENTS, "image_size": SIZE, **config}}
+    return {
+        "checkpoint": "best.ckpt",
+        "labels": CLASSES,
+        "config": {"data": "synthetic", "synthetic_clips": [8, 8], "num_segments": SEGMENTS, "image_size": SIZE, **config},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +178,11 @@ def files(tmp_path_factory) -> dict[str, Path]:
     f["cp1251_labels"] = beside(root / "cp1251", tflite, "нет\nА\nБ\nВ\nГ\n".encode("cp1251"))
     f["cp1251_txt"] = root / "cp1251" / "labels.txt"
     f["frames"] = frames_dataset(root / "frames")
-    f["tflite48"] = beside(root / "m48", clip_tflite(48), card={"config": {"data": "frames", "data_root": str(f["frames"]), "num_segments": SEGMENTS, "image_size": SIZE}})
+    f["tflite48"] = beside(
+        root / "m48",
+        clip_tflite(48),
+        card={"config": {"data": "frames", "data_root": str(f["frames"]), "num_segments": SEGMENTS, "image_size": SIZE}},
+    )
     f["saved_model"] = saved_model_without_variables(root / "saved_model")
     f["video"] = write_video(root / "video.mp4", marked_frames(12))
     f["text_mp4"] = root / "text.mp4"
@@ -191,8 +199,15 @@ def files(tmp_path_factory) -> dict[str, Path]:
 def command(name: str) -> Callable:
     from importlib import import_module
 
-    module = {"train": "torch_tsm.train", "evaluate": "runtime.evaluate", "predict": "runtime.predict", "prepare": "torch_tsm.prepare",
-              "to_tflite": "conversion.to_tflite", "inspect": "conversion.inspect", "parity": "conversion.parity"}[name]
+    module = {
+        "train": "torch_tsm.train",
+        "evaluate": "runtime.evaluate",
+        "predict": "runtime.predict",
+        "prepare": "torch_tsm.prepare",
+        "to_tflite": "conversion.to_tflite",
+        "inspect": "conversion.inspect",
+        "parity": "conversion.parity",
+    }[name]
     return import_module(module).main
 
 
@@ -218,24 +233,56 @@ CLI_CASES = [
     ("predict", "{missing}.mp4 --model {ckpt}", r"nowhere\.mp4: video not found"),
     ("predict", "--camera 3 --model {ckpt}", r"camera 3 not found or cannot be opened"),
     ("predict", "{video} --model {ckpt} --output {a_file}/annotated.mp4", r"a_file/annotated\.mp4: cannot be written as a video"),
-    ("evaluate", "--model {tflite48} --num-workers 0", r"m48/model\.tflite takes clips of 4 frames at 48 px, but the data gives 4 frames at 32 px"),
-    ("evaluate", "--model {ckpt7} --data frames --data-root {frames} --num-workers 0", r"seven/best\.ckpt predicts 7 classes, but the frames data has 5 classes"),
+    (
+        "evaluate",
+        "--model {tflite48} --num-workers 0",
+        r"m48/model\.tflite takes clips of 4 frames at 48 px, but the data gives 4 frames at 32 px",
+    ),
+    (
+        "evaluate",
+        "--model {ckpt7} --data frames --data-root {frames} --num-workers 0",
+        r"seven/best\.ckpt predicts 7 classes, but the frames data has 5 classes",
+    ),
     ("evaluate", "--model {tflite_trunc} --data frames --data-root {frames}", r"trunc\.tflite: not a readable TFLite model"),
-    ("evaluate", "--model {ckpt} --data frames --data-root {missing} --num-workers 0", r"nowhere/annotations\.tsv: annotation file not found"),
+    (
+        "evaluate",
+        "--model {ckpt} --data frames --data-root {missing} --num-workers 0",
+        r"nowhere/annotations\.tsv: annotation file not found",
+    ),
     ("evaluate", "--model {ckpt} --data bukva --num-workers 0", r"best\.ckpt: --data bukva needs --data-root"),
-    ("evaluate", "--model {few_labels} --data frames --data-root {frames} --num-workers 0", r"few/labels\.txt: 3 class names for a model of 5 classes"),
+    (
+        "evaluate",
+        "--model {few_labels} --data frames --data-root {frames} --num-workers 0",
+        r"few/labels\.txt: 3 class names for a model of 5 classes",
+    ),
     ("evaluate", "--model {ckpt} --labels {cp1251_txt} --data frames --data-root {frames}", r"cp1251/labels\.txt: not UTF-8 text"),
-    ("evaluate", "--model {ckpt} --data frames --data-root {frames} --num-workers 0 --output {a_file}/report", r"a_file/report: Not a directory"),
-    ("train", "--data bukva --data-root {missing} --output {tmp}/train --num-workers 0", r"nowhere/annotations\.tsv: annotation file not found"),
+    (
+        "evaluate",
+        "--model {ckpt} --data frames --data-root {frames} --num-workers 0 --output {a_file}/report",
+        r"a_file/report: Not a directory",
+    ),
+    (
+        "train",
+        "--data bukva --data-root {missing} --output {tmp}/train --num-workers 0",
+        r"nowhere/annotations\.tsv: annotation file not found",
+    ),
     ("train", "--data frames --output {tmp}/train2", r"--data-root: --data frames needs --data-root"),
     ("train", "--output {run}", r"run: already holds a trained model; pass --resume"),
     ("train", "--pretrained {ckpt_random} --output {tmp}/train3", r"random\.ckpt: not a readable weights file \(refusing to load"),
-    ("train", "--pretrained imagenet --output {tmp}/train4", r"--pretrained imagenet: torchvision's ImageNet weights exist only for width_mult=1\.0"),
+    (
+        "train",
+        "--pretrained imagenet --output {tmp}/train4",
+        r"--pretrained imagenet: torchvision's ImageNet weights exist only for width_mult=1\.0",
+    ),
     ("to_tflite", "--checkpoint {missing}/best.ckpt", r"nowhere/best\.ckpt: checkpoint not found"),
     ("to_tflite", "--checkpoint {ckpt_trunc}", r"trunc\.ckpt: not a readable checkpoint \(refusing to load"),
     ("to_tflite", "--checkpoint {ckpt7}", r"seven/model_card\.json: not found; pass --data/--data-root"),
     ("to_tflite", "--checkpoint {ckpt} --data bukva", r"--data bukva needs --data-root"),
-    ("to_tflite", "--checkpoint {ckpt} --route keras --calibration-clips 2 --parity-clips 2 --output {a_file}/converted", r"a_file/converted: Not a directory"),
+    (
+        "to_tflite",
+        "--checkpoint {ckpt} --route keras --calibration-clips 2 --parity-clips 2 --output {a_file}/converted",
+        r"a_file/converted: Not a directory",
+    ),
     ("parity", "{missing}", r"nowhere/model_card\.json not found"),
     ("parity", "{run}", r"run: no converted model; run python -m conversion\.to_tflite"),
     ("prepare", "--data-root {missing} --output {tmp}/prepared", r"nowhere/annotations\.tsv: annotation file not found"),
@@ -286,10 +333,13 @@ def test_no_camera_is_one_line_from_opencv_too(files, capfd):
     assert capfd.readouterr().err == "error: camera 3 not found or cannot be opened\n"
 
 
-@pytest.mark.parametrize("module, arguments", [
-    ("conversion.inspect", "{tflite_trunc}"),  # the first row of issue 15
-    ("runtime.predict", "{text_mp4} --model {ckpt}"),  # FFmpeg's own "moov atom not found" came first
-])
+@pytest.mark.parametrize(
+    "module, arguments",
+    [
+        ("conversion.inspect", "{tflite_trunc}"),  # the first row of issue 15
+        ("runtime.predict", "{text_mp4} --model {ckpt}"),  # FFmpeg's own "moov atom not found" came first
+    ],
+)
 def test_a_real_process_prints_one_line(module, arguments, files):
     """End to end: nothing but the one line on stderr (no native library's log), exit 2."""
     argv = [sys.executable, "-m", module, *shlex.split(arguments.format(**files))]
@@ -344,10 +394,26 @@ VIDEO_CASES = [
     ("0 bytes", lambda d: written(d / "v.mp4", b""), r"v\.mp4: cannot be opened as a video"),
     ("text named .mp4", lambda d: written(d / "v.mp4", b"hello\n"), r"v\.mp4: cannot be opened as a video"),
     ("one frame", lambda d: write_video(d / "v.mp4", marked_frames(1)), lambda clip: (clip == clip[0]).all()),
-    ("grayscale", lambda d: write_video(d / "v.avi", grey(marked_frames(6)), "MJPG"), lambda clip: (np.abs(clip[..., 0].astype(int) - clip[..., 2]) <= 2).all()),
-    ("4K", lambda d: write_video(d / "v.avi", marked_frames(2, 2160, 3840), "MJPG"), lambda clip: (clip[:, 0, :, :] == 114).all() and clip[:, 9, 2].min() > 200),
-    ("rotated 90 degrees", lambda d: rotated_90(d / "r.mp4", write_video(d / "v.mp4", marked_frames(4, SIZE, 48))), lambda clip: clip[:, 2, -7].min() > 200 and clip[:, 2, 6].max() < 80),
-    ("cut off mid-stream", lambda d: truncated(d / "v.avi", write_video(d / "full.avi", marked_frames(40), "MJPG")), lambda clip: clip.shape == (SEGMENTS, SIZE, SIZE, 3)),
+    (
+        "grayscale",
+        lambda d: write_video(d / "v.avi", grey(marked_frames(6)), "MJPG"),
+        lambda clip: (np.abs(clip[..., 0].astype(int) - clip[..., 2]) <= 2).all(),
+    ),
+    (
+        "4K",
+        lambda d: write_video(d / "v.avi", marked_frames(2, 2160, 3840), "MJPG"),
+        lambda clip: (clip[:, 0, :, :] == 114).all() and clip[:, 9, 2].min() > 200,
+    ),
+    (
+        "rotated 90 degrees",
+        lambda d: rotated_90(d / "r.mp4", write_video(d / "v.mp4", marked_frames(4, SIZE, 48))),
+        lambda clip: clip[:, 2, -7].min() > 200 and clip[:, 2, 6].max() < 80,
+    ),
+    (
+        "cut off mid-stream",
+        lambda d: truncated(d / "v.avi", write_video(d / "full.avi", marked_frames(40), "MJPG")),
+        lambda clip: clip.shape == (SEGMENTS, SIZE, SIZE, 3),
+    ),
 ]
 
 
@@ -412,7 +478,19 @@ def full_disk() -> None:
 def test_a_full_disk_during_prepare_then_a_rerun(files, tmp_path):
     """The first run fails with one line and leaves nothing that looks prepared; the same command with room finishes."""
     raw, output = bukva_dataset(tmp_path / "raw", files["video"]), tmp_path / "prepared"
-    argv = [sys.executable, "-m", "torch_tsm.prepare", "--data-root", str(raw), "--output", str(output), "--short-side", "32", "--workers", "1"]
+    argv = [
+        sys.executable,
+        "-m",
+        "torch_tsm.prepare",
+        "--data-root",
+        str(raw),
+        "--output",
+        str(output),
+        "--short-side",
+        "32",
+        "--workers",
+        "1",
+    ]
     full = subprocess.run(argv, capture_output=True, text=True, errors="replace", cwd=REPO, timeout=300, preexec_fn=full_disk)
     errors = [line for line in full.stderr.splitlines() if line.startswith("error: ")]
     assert full.returncode == 2 and len(errors) == 1 and "Traceback" not in full.stderr, full.stderr[-3000:]
@@ -424,10 +502,16 @@ def test_a_full_disk_during_prepare_then_a_rerun(files, tmp_path):
 
 # (what a library raised, the one line it becomes, or None: not a want of room, raised as it is)
 NO_ROOM_CASES = [
-    (OSError(errno.ENOSPC, "No space left on device", "/out/model.onnx"), "/out/model.onnx: could not be written (No space left on device; is the disk full?)"),
+    (
+        OSError(errno.ENOSPC, "No space left on device", "/out/model.onnx"),
+        "/out/model.onnx: could not be written (No space left on device; is the disk full?)",
+    ),
     (OSError(errno.EDQUOT, "Disk quota exceeded"), "/out: could not be written (Disk quota exceeded; is the disk full?)"),
     (OSError("983040 requested and 499968 written"), "/out: could not be written (a short write; is the disk full?)"),  # numpy's tofile
-    (RuntimeError("{{function_node SaveV2}} /tmp/s/variables.data; File too large [Op:SaveV2]"), "/tmp/s/variables.data: could not be written (File too large; is the disk full?)"),
+    (
+        RuntimeError("{{function_node SaveV2}} /tmp/s/variables.data; File too large [Op:SaveV2]"),
+        "/tmp/s/variables.data: could not be written (File too large; is the disk full?)",
+    ),
     (PermissionError(errno.EACCES, "Permission denied", "/out"), None),
     (ValueError("a bug"), None),
 ]
@@ -437,9 +521,8 @@ NO_ROOM_CASES = [
 def test_no_room_to_write_in_each_librarys_words(raised, line):
     from torch_tsm.errors import room_to_write
 
-    with pytest.raises(UserError if line else type(raised)) as caught:
-        with room_to_write("/out"):
-            raise raised
+    with pytest.raises(UserError if line else type(raised)) as caught, room_to_write("/out"):
+        raise raised
     assert str(caught.value) == (line or str(raised))
 
 
@@ -467,7 +550,12 @@ def test_keep_failed_uint8_writes_every_model_and_exits_1(files, tmp_path, monke
     monkeypatch.setattr(parity, "UINT8_MIN_CLIPS", 8)
     monkeypatch.setattr(parity, "UINT8_TOP1_AGREE", 1.01)
     output = tmp_path / "kept"
-    status, err = run_command("to_tflite", f"--checkpoint {{ckpt}} {CONVERT} --output {output} --keep-failed-uint8".replace("--parity-clips 2", "--parity-clips 8"), files, capsys)
+    status, err = run_command(
+        "to_tflite",
+        f"--checkpoint {{ckpt}} {CONVERT} --output {output} --keep-failed-uint8".replace("--parity-clips 2", "--parity-clips 8"),
+        files,
+        capsys,
+    )
     assert status == 1 and re.search(r"model_keras_uint8\.tflite: written by --keep-failed-uint8, but it FAILED its parity check", err), err
     assert {p.name for p in output.iterdir()} == {"model_keras_float32.tflite", "model_keras_uint8.tflite", "labels.txt", "model_card.json"}
     figures = json.loads((output / "model_card.json").read_text(encoding="utf-8"))["conversion"]["keras"]
@@ -573,7 +661,11 @@ def fuzz_samples(folder: Path, valid: dict[str, bytes], per_kind: int) -> None:
             size = int(rng.integers(0, 4096))
             noise = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
             data = [noise, good[:16] + noise, good[: int(rng.integers(0, len(good)))]][i % 3]
-            path = folder / f"{kind}-{i:03d}" / "annotations.tsv" if kind == "tsv" else folder / f"{kind}-{i:03d}.{'tflite' if kind == 'inspect' else kind}"
+            path = (
+                folder / f"{kind}-{i:03d}" / "annotations.tsv"
+                if kind == "tsv"
+                else folder / f"{kind}-{i:03d}.{'tflite' if kind == 'inspect' else kind}"
+            )
             path.parent.mkdir(exist_ok=True)
             path.write_bytes(data)
 
@@ -581,16 +673,28 @@ def fuzz_samples(folder: Path, valid: dict[str, bytes], per_kind: int) -> None:
 def test_fuzzed_files_load_or_raise_a_user_error_naming_the_file(files, tmp_path):
     cv2.imwrite(str(tmp_path / "good.jpg"), marked_frames(1)[0])
     valid = {
-        "mp4": files["video"].read_bytes(), "avi": write_video(tmp_path / "good.avi", marked_frames(8), "MJPG").read_bytes(),
-        "jpg": (tmp_path / "good.jpg").read_bytes(), "tflite": files["tflite"].read_bytes(), "inspect": files["tflite"].read_bytes(),
-        "onnx": (files["ckpt"].parents[1] / "model.onnx").read_bytes(), "ckpt": files["ckpt"].read_bytes(),
+        "mp4": files["video"].read_bytes(),
+        "avi": write_video(tmp_path / "good.avi", marked_frames(8), "MJPG").read_bytes(),
+        "jpg": (tmp_path / "good.jpg").read_bytes(),
+        "tflite": files["tflite"].read_bytes(),
+        "inspect": files["tflite"].read_bytes(),
+        "onnx": (files["ckpt"].parents[1] / "model.onnx").read_bytes(),
+        "ckpt": files["ckpt"].read_bytes(),
         "tsv": (files["frames"] / "annotations.tsv").read_bytes(),
     }
     per_kind = 30
     fuzz_samples(tmp_path, valid, per_kind)
-    process = subprocess.run([sys.executable, "-c", FUZZ, str(tmp_path), json.dumps(dict.fromkeys(valid, per_kind))],
-                             capture_output=True, text=True, errors="replace", cwd=REPO, timeout=240)
+    process = subprocess.run(
+        [sys.executable, "-c", FUZZ, str(tmp_path), json.dumps(dict.fromkeys(valid, per_kind))],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        cwd=REPO,
+        timeout=240,
+    )
     tried = process.stdout.splitlines()
-    assert process.returncode == 0 and tried[-1].startswith("FOREIGN"), f"crashed (rc {process.returncode}) on {tried[-1:]}: {process.stderr[-2000:]}"
+    assert process.returncode == 0 and tried[-1].startswith("FOREIGN"), (
+        f"crashed (rc {process.returncode}) on {tried[-1:]}: {process.stderr[-2000:]}"
+    )
     assert len(tried) - 1 == per_kind * len(valid)
     assert json.loads(tried[-1].removeprefix("FOREIGN")) == []

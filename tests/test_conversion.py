@@ -62,7 +62,9 @@ def test_model_card_holds_the_conversion_figures(converted):
         judged = row["inputs"] == "held-out clips" or not row["quantized"]
         assert row["verdict"] == ("pass" if judged else "not judged"), row
         assert row["clips"] == (parity.UINT8_MIN_CLIPS if row["inputs"] == "held-out clips" else 8)
-    assert (converted / "labels.txt").read_text(encoding="utf-8").splitlines() == json.loads((converted / "model_card.json").read_text(encoding="utf-8"))["labels"]
+    assert (converted / "labels.txt").read_text(encoding="utf-8").splitlines() == json.loads(
+        (converted / "model_card.json").read_text(encoding="utf-8")
+    )["labels"]
 
 
 def test_uint8_logits_read_back_with_the_output_quantization(converted, trained_run):
@@ -140,7 +142,18 @@ def test_failed_conversion_leaves_nothing(trained_run, tmp_path, monkeypatch):
 
     monkeypatch.setattr("conversion.to_tflite.onnx_to_saved_model", broken)
     with pytest.raises(SystemExit, match="nothing written.*features.3/Concat"):
-        to_tflite_main(["--checkpoint", str(trained_run / "best.ckpt"), "--output", str(tmp_path / "out"), "--calibration-clips", "4", "--parity-clips", "4"])
+        to_tflite_main(
+            [
+                "--checkpoint",
+                str(trained_run / "best.ckpt"),
+                "--output",
+                str(tmp_path / "out"),
+                "--calibration-clips",
+                "4",
+                "--parity-clips",
+                "4",
+            ]
+        )
     assert list((tmp_path / "out").iterdir()) == []
 
 
@@ -163,8 +176,21 @@ def test_a_stage_that_misses_stops_the_conversion_over_a_good_output(trained_run
     # The output folder already holds a good conversion, which must survive byte for byte.
     before = snapshot(good_output)
     monkeypatch.setattr("conversion.to_tflite.export_onnx", lambda model, path, size: export_onnx(changed(model), path, size))
-    with pytest.raises(SystemExit, match=r"(?s)conversion failed, nothing written: onnx does not match PyTorch:.*onnx\s+held-out clips.*FAIL"):
-        to_tflite_main(["--checkpoint", str(trained_run / "best.ckpt"), "--output", str(good_output), "--calibration-clips", "4", "--parity-clips", "16"])
+    with pytest.raises(
+        SystemExit, match=r"(?s)conversion failed, nothing written: onnx does not match PyTorch:.*onnx\s+held-out clips.*FAIL"
+    ):
+        to_tflite_main(
+            [
+                "--checkpoint",
+                str(trained_run / "best.ckpt"),
+                "--output",
+                str(good_output),
+                "--calibration-clips",
+                "4",
+                "--parity-clips",
+                "16",
+            ]
+        )
     assert snapshot(good_output) == before
 
 
@@ -181,8 +207,12 @@ def test_a_late_uint8_miss_on_the_keras_route_leaves_the_good_output_intact(trai
     swapped_source = keras_converter(from_torch_model(swapped, image_size=swapped.image_size, batch_size=1))
     monkeypatch.setattr("conversion.to_tflite.to_uint8_tflite", lambda source, calibration: to_uint8_tflite(swapped_source, calibration))
     before = snapshot(good_output)
-    with pytest.raises(SystemExit, match=r"(?s)nothing written: keras-tflite-u8 does not match PyTorch:.*keras-tflite-u8\s+held-out clips\s+200 .*FAIL"):
-        to_tflite_main(["--checkpoint", str(trained_run / "best.ckpt"), "--output", str(good_output), "--calibration-clips", "8", "--route", "keras"])
+    with pytest.raises(
+        SystemExit, match=r"(?s)nothing written: keras-tflite-u8 does not match PyTorch:.*keras-tflite-u8\s+held-out clips\s+200 .*FAIL"
+    ):
+        to_tflite_main(
+            ["--checkpoint", str(trained_run / "best.ckpt"), "--output", str(good_output), "--calibration-clips", "8", "--route", "keras"]
+        )
     assert snapshot(good_output) == before
 
 

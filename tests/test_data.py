@@ -11,11 +11,27 @@ from torch_tsm import augment
 from torch_tsm.augment import ClipAugmentation, defocus
 from torch_tsm.datamodule import ClipDataModule
 from torch_tsm.datasets import (
-    IDLE_MARGIN_FRAMES, IDLE_MIN_FRAMES, BukvaVideo, ClipDataset, collate_clips, idle_spans, read_bukva, read_bukva_videos, read_frame_folder_videos,
+    IDLE_MARGIN_FRAMES,
+    IDLE_MIN_FRAMES,
+    BukvaVideo,
+    ClipDataset,
+    collate_clips,
+    idle_spans,
+    read_bukva,
+    read_bukva_videos,
+    read_frame_folder_videos,
     read_frame_folders,
 )
-from torch_tsm.frames import LETTERBOX_GREY, MULTISCALE_SCALES, FrameTransform, UnreadableVideo, _multiscale_box, resize_frame, segment_indices
 from torch_tsm.errors import UserError
+from torch_tsm.frames import (
+    LETTERBOX_GREY,
+    MULTISCALE_SCALES,
+    FrameTransform,
+    UnreadableVideo,
+    _multiscale_box,
+    resize_frame,
+    segment_indices,
+)
 from torch_tsm.labels import BUKVA_LABELS, read_labels, write_labels
 from torch_tsm.synthetic import DIRECTION_PAIRS, SYNTHETIC_LABELS, Sign, SyntheticClip, synthetic_clips
 
@@ -80,14 +96,25 @@ def test_defocus_on_half_the_clips():
 
 # The four colour steps against torchvision's adjust_* (the reference) on the same smooth images: within
 # one grey level; hue through OpenCV's uint8 HSV (2-degree hue steps) within a few levels at edges.
-@pytest.mark.parametrize("step, factor, max_diff", [
-    ("brightness", 0.5, 1), ("brightness", 1.5, 1), ("contrast", 0.5, 1), ("contrast", 1.5, 1),
-    ("saturation", 0.5, 1), ("saturation", 1.5, 1), ("hue", 0.1, 8), ("hue", -0.07, 8),
-])
+@pytest.mark.parametrize(
+    "step, factor, max_diff",
+    [
+        ("brightness", 0.5, 1),
+        ("brightness", 1.5, 1),
+        ("contrast", 0.5, 1),
+        ("contrast", 1.5, 1),
+        ("saturation", 0.5, 1),
+        ("saturation", 1.5, 1),
+        ("hue", 0.1, 8),
+        ("hue", -0.07, 8),
+    ],
+)
 def test_colour_steps_match_torchvision(step, factor, max_diff):
     from torchvision.transforms.v2 import functional as F
 
-    pixels = torch.nn.functional.interpolate(torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 255, size=(96, 32), mode="bilinear")
+    pixels = torch.nn.functional.interpolate(
+        torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 255, size=(96, 32), mode="bilinear"
+    )
     image = pixels[0].round().to(torch.uint8)  # (3, H, W)
     ours = getattr(augment, step)(image.permute(1, 2, 0).numpy().copy(), factor).astype(int)
     reference = getattr(F, f"adjust_{step}")(image, factor).permute(1, 2, 0).numpy().astype(int)
@@ -111,15 +138,18 @@ def test_a_flip_swaps_mirrored_labels_only():
     assert 0 < flips < 60
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("a:b", [("a", "b")]),
-    (" a : b ,c:d,", [("a", "b"), ("c", "d")]),
-    ("a:b:c", "flip pair 'a:b:c' is not of the form A:B"),
-    ("a", "flip pair 'a' is not of the form A:B"),
-    ("x:b", "flip pair x:b: no class 'x' \\(classes: a, b, c, d\\)"),
-    ("a:a", "flip pair a:a: a class may be in one pair only"),
-    ("a:b,b:c", "flip pair b:c: a class may be in one pair only"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("a:b", [("a", "b")]),
+        (" a : b ,c:d,", [("a", "b"), ("c", "d")]),
+        ("a:b:c", "flip pair 'a:b:c' is not of the form A:B"),
+        ("a", "flip pair 'a' is not of the form A:B"),
+        ("x:b", "flip pair x:b: no class 'x' \\(classes: a, b, c, d\\)"),
+        ("a:a", "flip pair a:a: a class may be in one pair only"),
+        ("a:b,b:c", "flip pair b:c: a class may be in one pair only"),
+    ],
+)
 def test_flip_pairs(text, expected):
     labels = ["a", "b", "c", "d"]
     if isinstance(expected, str):
@@ -143,7 +173,7 @@ def test_multiscale_boxes_follow_the_baseline_scales():
     for _ in range(300):
         top, bottom, left, right = _multiscale_box(200, 300, rng)
         h, w = bottom - top, right - left
-        assert 0 <= top and bottom <= 200 and 0 <= left and right <= 300
+        assert top >= 0 and bottom <= 200 and left >= 0 and right <= 300
         assert any(abs(h - s) <= 1 for s in sides) and any(abs(w - s) <= 1 for s in sides)
         steps = [min(range(4), key=lambda i: abs(MULTISCALE_SCALES[i] * 200 - side)) for side in (h, w)]
         assert abs(steps[0] - steps[1]) <= 1  # mmaction2's max_wh_scale_gap=1
@@ -189,8 +219,15 @@ def numbered_frames(count, height=48, width=64):
 def bukva_root(tmp_path):
     (tmp_path / "trimmed").mkdir()
     (tmp_path / "original").mkdir()
-    rows = [("a1", "Ж", True, 0, 10), ("a2", "Щ", True, 2, 8), ("a3", "Ё", False, 0, 10), ("corrupt", "А", True, 0, 10),
-            ("missing", "Б", True, 0, 10), ("../escape", "В", True, 0, 10), ("a4", "Z", True, 0, 10)]
+    rows = [
+        ("a1", "Ж", True, 0, 10),
+        ("a2", "Щ", True, 2, 8),
+        ("a3", "Ё", False, 0, 10),
+        ("corrupt", "А", True, 0, 10),
+        ("missing", "Б", True, 0, 10),
+        ("../escape", "В", True, 0, 10),
+        ("a4", "Z", True, 0, 10),
+    ]
     for name in ("a1", "a2", "a3", "a4"):
         write_video(tmp_path / "trimmed" / f"{name}.mp4", numbered_frames(10))
         write_video(tmp_path / "original" / f"{name}.mp4", numbered_frames(10))
@@ -247,21 +284,32 @@ def idle_tree(root, rows, lengths):
 
 
 # (begin, end, length) -> idle [start, stop) parts, by hand with a margin of 8 and a minimum of 16 frames
-@pytest.mark.parametrize("begin, end, length, expected", [
-    (20, 30, 60, [(38, 60)]),              # before: [0, 12) is 12 frames, too short
-    (24, 36, 60, [(0, 16), (44, 60)]),     # both exactly the minimum
-    (23, 37, 60, []),                      # 15 frames each side
-    (0, 10, 40, [(18, 40)]),               # a sign at the very start
-    (25, 40, 40, [(0, 17)]),               # a sign to the very end
-    (0, 40, 40, []),                       # the whole video is the sign
-])
+@pytest.mark.parametrize(
+    "begin, end, length, expected",
+    [
+        (20, 30, 60, [(38, 60)]),  # before: [0, 12) is 12 frames, too short
+        (24, 36, 60, [(0, 16), (44, 60)]),  # both exactly the minimum
+        (23, 37, 60, []),  # 15 frames each side
+        (0, 10, 40, [(18, 40)]),  # a sign at the very start
+        (25, 40, 40, [(0, 17)]),  # a sign to the very end
+        (0, 40, 40, []),  # the whole video is the sign
+    ],
+)
 def test_idle_spans(begin, end, length, expected):
     assert (IDLE_MARGIN_FRAMES, IDLE_MIN_FRAMES) == (8, 16)
     assert idle_spans(begin, end, length) == expected
 
 
-IDLE_ROWS = [("mid", "Ж", True, 24, 36), ("start", "А", True, 0, 10), ("short", "Б", True, 23, 37), ("quiet", "no_event", True, 5, 30),
-             ("whole", "no_event", True, "", ""), ("held", "В", False, 20, 30), ("empty", "Г", True, 9, 9), ("late", "Д", True, 45, 50)]
+IDLE_ROWS = [
+    ("mid", "Ж", True, 24, 36),
+    ("start", "А", True, 0, 10),
+    ("short", "Б", True, 23, 37),
+    ("quiet", "no_event", True, 5, 30),
+    ("whole", "no_event", True, "", ""),
+    ("held", "В", False, 20, 30),
+    ("empty", "Г", True, 9, 9),
+    ("late", "Д", True, 45, 50),
+]
 IDLE_LENGTHS = {"mid": 60, "start": 40, "short": 60, "quiet": 40, "whole": 20, "held": 60, "empty": 40, "late": 40}
 
 
@@ -270,13 +318,18 @@ def test_bukva_originals_give_idle_no_event_clips(tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         clips, report = read_bukva(root, "train", source="original")
     got = sorted((c.path.stem, BUKVA_LABELS[c.label], c.start, c.num_frames) for c in clips)
-    assert got == sorted([
-        ("mid", "Ж", 24, 12), ("mid", "no_event", 0, 16), ("mid", "no_event", 44, 16),
-        ("start", "А", 0, 10), ("start", "no_event", 18, 22),
-        ("short", "Б", 23, 14),                                   # no idle part long enough
-        ("quiet", "no_event", 5, 25),                             # a no_event row: its [begin, end), no idle parts added
-        ("whole", "no_event", 0, 20),                             # a no_event row without begin/end: the whole video
-    ])
+    assert got == sorted(
+        [
+            ("mid", "Ж", 24, 12),
+            ("mid", "no_event", 0, 16),
+            ("mid", "no_event", 44, 16),
+            ("start", "А", 0, 10),
+            ("start", "no_event", 18, 22),
+            ("short", "Б", 23, 14),  # no idle part long enough
+            ("quiet", "no_event", 5, 25),  # a no_event row: its [begin, end), no idle parts added
+            ("whole", "no_event", 0, 20),  # a no_event row without begin/end: the whole video
+        ]
+    )
     assert report.no_event_clips == {"labelled": 2, "idle": 3}
     assert "8 clips, 2 skipped; no_event clips: 2 labelled, 3 from idle parts" in caplog.text
     assert "empty: begin/end '9'/'9': an empty range" in caplog.text
@@ -297,7 +350,9 @@ def test_trimmed_bukva_gives_no_event_rows_only(tmp_path):
     (root / "original").rename(root / "trimmed")
     clips, report = read_bukva(root, "train")  # trimmed: each video whole, whatever begin/end say
     assert sorted((c.path.stem, BUKVA_LABELS[c.label], c.start, c.num_frames) for c in clips if c.label == 0) == [
-        ("quiet", "no_event", 0, 40), ("whole", "no_event", 0, 20)]
+        ("quiet", "no_event", 0, 40),
+        ("whole", "no_event", 0, 20),
+    ]
     assert report.no_event_clips == {"labelled": 2, "idle": 0} and len(clips) == 7
 
 
@@ -317,7 +372,11 @@ def test_bukva_original_videos_render_as_continuous_videos(tmp_path):
         handle.write("wide\tu2\tЁ\t10\t25\t24\t64\tTrue\t30\n")
     videos, report = read_bukva_videos(root, "train", image_size=48)
     assert sorted((v.path.stem, v.sign) for v in videos) == [  # no_event rows have no sign: left out, not skipped
-        ("mid", Sign("Ж", 24, 36)), ("short", Sign("Б", 23, 37)), ("start", Sign("А", 0, 10)), ("wide", Sign("Ё", 10, 25))]
+        ("mid", Sign("Ж", 24, 36)),
+        ("short", Sign("Б", 23, 37)),
+        ("start", Sign("А", 0, 10)),
+        ("wide", Sign("Ё", 10, 25)),
+    ]
     assert len(report.problems) == 2  # the empty range and the sign past the end
     wide = next(v for v in videos if v.path.stem == "wide")
     assert wide.fps == 25 and wide.name == str(root / "original" / "wide.mp4")
@@ -352,7 +411,9 @@ def test_unreadable_clip_is_skipped_at_load_time(tmp_path, caplog):
 
 def test_no_usable_clip_is_a_clear_error(tmp_path):
     (tmp_path / "trimmed").mkdir()
-    (tmp_path / "annotations.tsv").write_text("attachment_id\tuser_id\ttext\tbegin\tend\theight\twidth\ttrain\tlength\nx\tu\tА\t0\t1\t1\t1\tTrue\t1\n")
+    (tmp_path / "annotations.tsv").write_text(
+        "attachment_id\tuser_id\ttext\tbegin\tend\theight\twidth\ttrain\tlength\nx\tu\tА\t0\t1\t1\t1\tTrue\t1\n"
+    )
     with pytest.raises(ValueError, match="no usable clip"):
         read_bukva(tmp_path, "train")
     with pytest.raises(FileNotFoundError, match="annotations.tsv"):

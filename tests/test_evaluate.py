@@ -82,7 +82,9 @@ def test_figures_equal_an_independent_computation(compared, reference):
         assert row["f1"] == pytest.approx(2 * precision * recall / max(precision + recall, 1e-12), abs=1e-6)
     pairs = [(SYNTHETIC_LABELS.index(a), SYNTHETIC_LABELS.index(b)) for a, b in DIRECTION_PAIRS]
     members = np.isin(labels, [k for pair in pairs for k in pair])
-    chosen = np.array([a if torch_logits[i, a] >= torch_logits[i, b] else b for i in np.flatnonzero(members) for a, b in pairs if labels[i] in (a, b)])
+    chosen = np.array(
+        [a if torch_logits[i, a] >= torch_logits[i, b] else b for i in np.flatnonzero(members) for a, b in pairs if labels[i] in (a, b)]
+    )
     assert figures["direction_pair_accuracy"] == pytest.approx((chosen == labels[members]).mean(), abs=1e-6)
     assert figures["direction_pair_accuracy"] >= 0.9  # the demo model tells the direction pairs apart
 
@@ -107,7 +109,9 @@ def test_compare_reports_agreement_and_disagreements_consistently(compared, refe
         assert row["label"] == SYNTHETIC_LABELS[labels[i]]
         assert row["predicted"] == {name: SYNTHETIC_LABELS[classes[i]] for name, classes in predicted.items()}
     swapped_matrix = np.array(report["models"][SWAPPED]["figures"]["confusion_matrix"])
-    assert (swapped_matrix[:, list(SWAP)] == np.array(report["models"][CHECKPOINT]["figures"]["confusion_matrix"])[:, list(reversed(SWAP))]).all()
+    assert (
+        swapped_matrix[:, list(SWAP)] == np.array(report["models"][CHECKPOINT]["figures"]["confusion_matrix"])[:, list(reversed(SWAP))]
+    ).all()
 
 
 def test_two_runs_write_identical_json(compared, models, tmp_path):
@@ -159,7 +163,12 @@ def test_data_comes_from_the_card_or_must_be_given(converted, tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "problem, message",
-    [("missing", "nowhere.tflite: model not found"), ("unknown runtime", "unknown model type '.bin'"), ("input size", "takes clips of 8 frames at 64 px, but the data gives 8 frames at 48 px"), ("classes", "predicts 11 classes.*but the synthetic data has 11 classes")],
+    [
+        ("missing", "nowhere.tflite: model not found"),
+        ("unknown runtime", "unknown model type '.bin'"),
+        ("input size", "takes clips of 8 frames at 64 px, but the data gives 8 frames at 48 px"),
+        ("classes", "predicts 11 classes.*but the synthetic data has 11 classes"),
+    ],
 )
 def test_clear_errors(problem, message, trained_run, tmp_path):
     model = trained_run / CHECKPOINT

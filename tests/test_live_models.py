@@ -38,7 +38,10 @@ def test_the_card_holds_a_decision_rule_and_the_float_stream_s_live_figures(trai
 def test_live_scores_the_uint8_stream_as_an_independent_computation_does(live_folder, capsys):
     figures = live_main(["--model", str(live_folder / "model_streaming_uint8.tflite"), "--videos", str(VIDEOS)])
     assert "letter accuracy on 60 signs of 12 videos" in capsys.readouterr().out
-    assert json.loads((live_folder / "model_card.json").read_text(encoding="utf-8"))["live"]["model_streaming_uint8.tflite"]["stream"] == figures
+    assert (
+        json.loads((live_folder / "model_card.json").read_text(encoding="utf-8"))["live"]["model_streaming_uint8.tflite"]["stream"]
+        == figures
+    )
     # The same letters without predict's loop: each video's kept frames through LiteRT, then the card's rule.
     card = read_card(live_folder)
     rule = DecisionRule.from_dict(card["decision"])

@@ -52,7 +52,9 @@ def test_every_console_script_runs_its_module():
 @pytest.mark.parametrize("module", ["torch_tsm.train", "runtime.evaluate", "runtime.predict"])
 def test_entry_points_take_verbose(module):
     parse_args = importlib.import_module(module).parse_args
-    required = {"torch_tsm.train": [], "runtime.evaluate": ["--model", "m.tflite"], "runtime.predict": ["v.mp4", "--model", "m.tflite"]}[module]
+    required = {"torch_tsm.train": [], "runtime.evaluate": ["--model", "m.tflite"], "runtime.predict": ["v.mp4", "--model", "m.tflite"]}[
+        module
+    ]
     assert parse_args([*required, "--verbose"]).verbose is True
     assert parse_args(required).verbose is False
 
@@ -78,20 +80,22 @@ def test_only_the_non_actionable_warnings_are_dropped(monkeypatch):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         cli.setup(verbose=False)
-        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning)
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning, stacklevel=1)
         with unfolded_slices_unreported():
-            warnings.warn(unfolded, UserWarning)
-            warnings.warn("something the user can act on", UserWarning)
+            warnings.warn(unfolded, UserWarning, stacklevel=1)
+            warnings.warn("something the user can act on", UserWarning, stacklevel=1)
         cli.setup(verbose=True)
         with unfolded_slices_unreported():
-            warnings.warn(unfolded, UserWarning)
+            warnings.warn(unfolded, UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["something the user can act on", unfolded]
 
 
 def test_tensorflow_startup_notices_are_dropped_only_when_there_is_no_cuda_driver():
     banner = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
     no_driver = "I0000 00:00:1.0  1 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used."
-    cuinit = "E0000 00:00:1.0  1 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)"
+    cuinit = (
+        "E0000 00:00:1.0  1 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)"
+    )
     onednn = "I0000 00:00:1.0  1 port.cc:153] oneDNN custom operations are on. You may see slightly different numerical results due to floating-point round-off errors from different computation orders. To turn them off, set the environment variable `TF_ENABLE_ONEDNN_OPTS=0`."
     other = "E0000 00:00:1.0  1 something.cc:1] a real error"
     assert cli.without_startup_noise([banner, no_driver, onednn, banner, no_driver, cuinit, other]) == [other]
@@ -114,6 +118,8 @@ def test_a_new_run_folder_gets_no_not_empty_warning(tmp_path):
 def test_converter_starts_quietly():
     """python -m conversion.to_tflite loads TensorFlow at the top: its start-up says nothing, unless --verbose."""
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", cli.VERBOSE_ENV)}
-    run = subprocess.run([sys.executable, "-m", "conversion.to_tflite", "--help"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "conversion.to_tflite", "--help"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+    )
     assert run.returncode == 0 and "--verbose" in run.stdout
     assert run.stderr == "", run.stderr

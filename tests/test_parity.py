@@ -254,7 +254,9 @@ def test_float_streaming_routes_on_black_and_saturated_frames(trained_routes, st
     for files in STREAMING_FILES.values():
         for route, name in files.items():
             if not route.endswith("u8"):
-                row = parity.measure(route, "edge clips", reference, load_stream_runner(streaming_converted / name)(clips), None, quantized=False)
+                row = parity.measure(
+                    route, "edge clips", reference, load_stream_runner(streaming_converted / name)(clips), None, quantized=False
+                )
                 assert row.verdict == "pass", parity.table([row])
 
 
@@ -266,7 +268,7 @@ def test_streaming_frames_of_another_shape_are_a_clear_error(streaming_converted
 
 def test_clips_of_another_shape_are_a_clear_error(trained_routes):
     _, runners = trained_routes
-    for route, runner in runners.items():
+    for runner in runners.values():
         with pytest.raises(ValueError, match=r"takes clips of \(T, H, W, 3\) = \(8, 64, 64, 3\)"):
             runner(np.zeros((1, 8, 64, 48, 3), np.uint8))  # non-square
         with pytest.raises(ValueError, match="takes clips"):
@@ -314,7 +316,9 @@ def test_float_routes_on_trained_weights_with_each_shift_mode(shift, num_segment
     reference = TorchRunner(model)(clips)
     assert len(set(reference.argmax(1))) >= 5  # arg-maxes spread over the classes: agreement means something
     rows = float_stages(model, tmp_path, calibration, clips)
-    assert [(row.route, row.verdict) for row in rows] == [(route, "pass") for route in ("onnx", "savedmodel", "tflite-f32") for _ in range(2)]
+    assert [(row.route, row.verdict) for row in rows] == [
+        (route, "pass") for route in ("onnx", "savedmodel", "tflite-f32") for _ in range(2)
+    ]
     keras_logits = KerasRunner(from_torch_model(model, image_size=model.image_size))(clips)
     assert parity.measure("keras", "held-out clips", reference, keras_logits, labels, False).verdict == "pass"
 
@@ -355,6 +359,9 @@ def test_parity_command_exits_1_when_the_model_changed_after_export(trained_run,
     assert parity.main([str(tmp_path), "--clips", "16"]) == 1  # the exit status of python -m conversion.parity
     printed = capsys.readouterr().out
     rows = json.loads((tmp_path / "model_card.json").read_text(encoding="utf-8"))["parity"]
-    assert [(row["route"], row["inputs"], row["verdict"]) for row in rows] == [("onnx", "held-out clips", "FAIL"), ("onnx", "random pixels", "FAIL")]
+    assert [(row["route"], row["inputs"], row["verdict"]) for row in rows] == [
+        ("onnx", "held-out clips", "FAIL"),
+        ("onnx", "random pixels", "FAIL"),
+    ]
     assert all(row["max_abs"] == pytest.approx(1.0, abs=1e-4) for row in rows)
     assert [line.split()[-1] for line in printed.splitlines() if line.startswith("onnx ")] == ["FAIL", "FAIL"]

@@ -93,7 +93,9 @@ def test_clip_mode_with_the_checkpoint(signed_video, trained_run, capsys):
 def test_flags_override_the_stored_decision_rule(signed_video, trained_run, capsys):
     video, _ = signed_video
     stored = json.loads((trained_run / "model_card.json").read_text(encoding="utf-8"))["decision"]
-    result = predict_json(capsys, str(video), "--model", str(trained_run / "best.ckpt"), "--confirm", "9", "--threshold", "0.99", "--max-frames", "40")
+    result = predict_json(
+        capsys, str(video), "--model", str(trained_run / "best.ckpt"), "--confirm", "9", "--threshold", "0.99", "--max-frames", "40"
+    )
     assert result["decision"] == {"frame_step": stored["frame_step"], "smooth": stored["smooth"], "confirm": 9, "threshold": 0.99}
 
 

@@ -50,14 +50,22 @@ def bukva_folder(root: Path, rows: list[tuple[str, str, bool, int, int]], frames
                 path.write_bytes(b"")
             else:
                 write_video(path, textured_frames(frames))
-    lines = [HEADER] + [f"{a}\tuser{i % 3}\t{text}\t{begin}\t{end}\t120\t160\t{train}\t{frames}" for i, (a, text, train, begin, end) in enumerate(rows)]
+    lines = [HEADER] + [
+        f"{a}\tuser{i % 3}\t{text}\t{begin}\t{end}\t120\t160\t{train}\t{frames}" for i, (a, text, train, begin, end) in enumerate(rows)
+    ]
     (root / "annotations.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
 
 
 GOOD = [("v1", "А", True, 2, 9), ("v2", "Щ", True, 0, 12), ("v3", "Ё", False, 3, 7), ("v4", "Ш", False, 0, 12)]
-BAD = [("corrupt", "Б", True, 0, 12), ("empty", "В", True, 0, 12), ("missing", "Г", False, 0, 12), ("../escape", "Д", True, 0, 12), ("v5", "Z", True, 0, 12),
-       ("v2", "Ж", True, 0, 12)]  # v2 again
+BAD = [
+    ("corrupt", "Б", True, 0, 12),
+    ("empty", "В", True, 0, 12),
+    ("missing", "Г", False, 0, 12),
+    ("../escape", "Д", True, 0, 12),
+    ("v5", "Z", True, 0, 12),
+    ("v2", "Ж", True, 0, 12),
+]  # v2 again
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +96,14 @@ def test_prepare_writes_the_frame_folder_layout(prepared, capsys):
     assert figures["videos"] == 4 and figures["new"] == 4 and figures["frames"] == 48
     assert figures["bytes"] == sum(p.stat().st_size for p in output.glob("v*/*.jpg"))
     skipped = (output / "skipped.tsv").read_text(encoding="utf-8")
-    for problem in ("corrupt.mp4: cannot be opened", "empty.mp4: cannot be opened", "missing.*: missing video", "'../escape'", "unknown label 'Z'",
-                    "v2: attachment_id listed again"):
+    for problem in (
+        "corrupt.mp4: cannot be opened",
+        "empty.mp4: cannot be opened",
+        "missing.*: missing video",
+        "'../escape'",
+        "unknown label 'Z'",
+        "v2: attachment_id listed again",
+    ):
         assert problem in skipped
     assert len(figures["skipped"]) == 6 and not (output / ".partial").exists()
 
@@ -135,7 +149,10 @@ def test_original_videos_are_kept_whole_with_the_signs_place(prepared_originals)
     assert figures["frames"] == 40 + 20 + 60  # every frame of each usable video, not only the sign's
     rows = [line.split("\t") for line in (output / "annotations.tsv").read_text(encoding="utf-8").splitlines()[1:]]
     assert sorted((row[0], row[1], row[7], row[8], row[9]) for row in rows) == [
-        ("p1", "А", "40", "0", "10"), ("p2", "no_event", "20", "", ""), ("p3", "Б", "60", "20", "30")]
+        ("p1", "А", "40", "0", "10"),
+        ("p2", "no_event", "20", "", ""),
+        ("p3", "Б", "60", "20", "30"),
+    ]
     assert "p4.mp4: begin/end 45/50 start past its 40 decoded frames" in (output / "skipped.tsv").read_text(encoding="utf-8")
     # the prepared folders give the clips that the videos give: the signs, the no_event row, the idle parts
     for split in ("train", "val"):
@@ -200,7 +217,19 @@ def test_nothing_usable_is_one_clear_error(tmp_path, capsys):
 
 
 def prepare_command(raw: Path, output: Path) -> list[str]:
-    return [sys.executable, "-m", "torch_tsm.prepare", "--data-root", str(raw), "--output", str(output), "--short-side", "64", "--workers", "1"]
+    return [
+        sys.executable,
+        "-m",
+        "torch_tsm.prepare",
+        "--data-root",
+        str(raw),
+        "--output",
+        str(output),
+        "--short-side",
+        "64",
+        "--workers",
+        "1",
+    ]
 
 
 def finished_videos(output: Path) -> list[str]:
@@ -274,14 +303,36 @@ def test_stopped_run_leaves_nothing_half_written_and_a_rerun_finishes(many, tmp_
     assert finished_videos(interrupted) == finished_videos(whole) and len(finished_videos(whole)) == 24
     assert (interrupted / "annotations.tsv").read_bytes() == (whole / "annotations.tsv").read_bytes()
     for name in finished_videos(whole):
-        assert [p.read_bytes() for p in sorted((interrupted / name).glob("*.jpg"))] == [p.read_bytes() for p in sorted((whole / name).glob("*.jpg"))]
+        assert [p.read_bytes() for p in sorted((interrupted / name).glob("*.jpg"))] == [
+            p.read_bytes() for p in sorted((whole / name).glob("*.jpg"))
+        ]
     assert not (interrupted / ".partial").exists()
 
 
 def test_prepare_then_train_on_frames_end_to_end(prepared, tmp_path):
     output, _ = prepared
-    run = train(["--data", "frames", "--data-root", str(output), "--output", str(tmp_path / "run"), "--image-size", "32", "--width-mult", "0.35",
-                 "--num-workers", "0", "--batch-size", "2", "--max-epochs", "1", "--resize", "multiscale"])
+    run = train(
+        [
+            "--data",
+            "frames",
+            "--data-root",
+            str(output),
+            "--output",
+            str(tmp_path / "run"),
+            "--image-size",
+            "32",
+            "--width-mult",
+            "0.35",
+            "--num-workers",
+            "0",
+            "--batch-size",
+            "2",
+            "--max-epochs",
+            "1",
+            "--resize",
+            "multiscale",
+        ]
+    )
     card = json.loads((run / "model_card.json").read_text(encoding="utf-8"))
     assert card["labels"] == BUKVA_LABELS and card["validation_clips"] == 2
     assert card["skipped_clips"] == {"train": 0, "val": 0}

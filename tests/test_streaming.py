@@ -79,7 +79,14 @@ def test_frames_one_at_a_time_equal_the_clip_model_on_random_weights():
 def test_trained_streaming_model_equals_the_clip_model(trained_run, held_out):
     model = load_model(trained_run / "best.ckpt")
     clips, labels = held_out[0][:50], held_out[1][:50]
-    row = parity.measure("stream-torch", "held-out clips", TorchRunner(model)(clips), TorchStreamRunner(StreamingTSM(model), model.image_size)(clips), labels, quantized=False)
+    row = parity.measure(
+        "stream-torch",
+        "held-out clips",
+        TorchRunner(model)(clips),
+        TorchStreamRunner(StreamingTSM(model), model.image_size)(clips),
+        labels,
+        quantized=False,
+    )
     assert row.accuracy >= 0.9, "the causal model should be trained for parity to mean something"
     assert row.verdict == "pass", parity.table([row])
 
@@ -178,7 +185,11 @@ def test_streaming_tflite_models_meet_their_bounds(parity_report, route):
     # the clip model on 200 labelled held-out clips and on random pixels.
     _, printed, rows = parity_report
     for precision in ("f32", "u8"):
-        found = [row for row in rows if row["route"] == tflite_stage(route, precision) and row["inputs"] in (parity.HELD_OUT, parity.RANDOM_PIXELS)]
+        found = [
+            row
+            for row in rows
+            if row["route"] == tflite_stage(route, precision) and row["inputs"] in (parity.HELD_OUT, parity.RANDOM_PIXELS)
+        ]
         assert [(row["inputs"], row["clips"]) for row in found] == [("held-out clips", parity.UINT8_MIN_CLIPS), ("random pixels", 8)]
         assert [row["verdict"] for row in found] == ["pass", "pass" if precision == "f32" else "not judged"], printed
 
@@ -212,7 +223,11 @@ def test_uint8_long_stream_agrees_window_by_window_and_does_not_drift(streaming_
     agree = uint8 == float32
     assert len(agree) == LONG_STREAM_FRAMES and set(float32) <= set(labels) and len(set(float32)) >= len(set(labels)) - 2
     first, last = agree[:WINDOW_REPORT].mean(), agree[-WINDOW_REPORT:].mean()
-    assert agree.mean() >= parity.CHANGED_TOP1_AGREE and first >= parity.CHANGED_TOP1_AGREE and last >= parity.CHANGED_TOP1_AGREE, (agree.mean(), first, last)
+    assert agree.mean() >= parity.CHANGED_TOP1_AGREE and first >= parity.CHANGED_TOP1_AGREE and last >= parity.CHANGED_TOP1_AGREE, (
+        agree.mean(),
+        first,
+        last,
+    )
 
 
 def test_window_decisions_by_hand():
@@ -231,14 +246,20 @@ def test_failed_streaming_conversion_leaves_nothing(trained_run, held_out, tmp_p
     assert list((tmp_path / "out").iterdir()) == []
 
 
-def test_a_late_refusal_leaves_a_good_streaming_output_intact(trained_run, held_out, streaming_converted, undeployable_tflite, tmp_path, monkeypatch):
+def test_a_late_refusal_leaves_a_good_streaming_output_intact(
+    trained_run, held_out, streaming_converted, undeployable_tflite, tmp_path, monkeypatch
+):
     # Late: the keras route's float stages pass, then its uint8 model comes out with a float island
     # (conftest's model stands in for it), which inspect refuses before any parity check. The output
     # folder already holds both routes' good streaming models, which must survive byte for byte.
     good = Path(shutil.copytree(streaming_converted, tmp_path / "good"))
     before = snapshot(good)
-    monkeypatch.setattr("conversion.streaming.to_uint8_streaming_tflite", lambda function, steps: undeployable_tflite["float_island"].read_bytes())
-    with pytest.raises(ConversionError, match=r"(?s)stream-keras-u8 is not deployable on a stock LiteRT:.*PROBLEM: float islands in a quantized graph"):
+    monkeypatch.setattr(
+        "conversion.streaming.to_uint8_streaming_tflite", lambda function, steps: undeployable_tflite["float_island"].read_bytes()
+    )
+    with pytest.raises(
+        ConversionError, match=r"(?s)stream-keras-u8 is not deployable on a stock LiteRT:.*PROBLEM: float islands in a quantized graph"
+    ):
         convert_streaming(load_model(trained_run / "best.ckpt"), good, held_out[0][:4], (held_out[0][:8], held_out[1][:8]), route="keras")
     assert snapshot(good) == before
 
@@ -261,5 +282,8 @@ def test_the_command_refuses_a_bidirectional_checkpoint_in_one_line(small_model,
 
 def test_a_streaming_model_where_a_clip_model_is_needed_is_one_line(streaming_converted):
     path = streaming_converted / "model_streaming_uint8.tflite"
-    with pytest.raises(UserError, match=r"model_streaming_uint8.tflite: a streaming model \(a frame and buffers in, logits and buffers out\), where a clip model is needed"):
+    with pytest.raises(
+        UserError,
+        match=r"model_streaming_uint8.tflite: a streaming model \(a frame and buffers in, logits and buffers out\), where a clip model is needed",
+    ):
         load_runner(path)

@@ -37,7 +37,19 @@ def saved_step(checkpoint: Path) -> int:
 # trainings broken on purpose stayed near chance: each clip trained with its neighbour's label 11.0%, the
 # backbone never trained 19.5%. (Without the shift it still reaches 52.5%: the shift is proven on the tests'
 # model, tests/test_fixture_model.py, and against a hand-written shift, tests/test_shift.py.)
-LEARNING_RECIPE = ["--shift", "bidirectional", "--synthetic-clips", "1600", "200", "--max-epochs", "3", "--no-photometric", "--no-blur", "--until-accuracy", "off"]
+LEARNING_RECIPE = [
+    "--shift",
+    "bidirectional",
+    "--synthetic-clips",
+    "1600",
+    "200",
+    "--max-epochs",
+    "3",
+    "--no-photometric",
+    "--no-blur",
+    "--until-accuracy",
+    "off",
+]
 
 
 @pytest.fixture(scope="module")
@@ -61,17 +73,24 @@ def test_short_training_run_learns(learning_run):
 def test_training_stops_once_the_validation_accuracy_is_reached(tmp_path):
     # 0.05 of 32 clips: two right, which an untrained model already gets; so the run stops after its
     # first epoch or soon after, and the epoch it stopped at is the first that reached the accuracy.
-    output = main(["--output", str(tmp_path / "run"), *TINY, "--synthetic-clips", "32", "32", "--max-epochs", "4", "--until-accuracy", "0.05"])
+    output = main(
+        ["--output", str(tmp_path / "run"), *TINY, "--synthetic-clips", "32", "32", "--max-epochs", "4", "--until-accuracy", "0.05"]
+    )
     card = json.loads((output / "model_card.json").read_text(encoding="utf-8"))
     with (output / "logs" / "metrics.csv").open() as log:
-        accuracies = [float(row["val_acc"]) for row in csv.DictReader(log) if row["val_acc"]]
+        accuracies = [float(row["val_score"]) for row in csv.DictReader(log) if row["val_score"]]
     first_reached = next(epoch for epoch, accuracy in enumerate(accuracies, 1) if accuracy >= 0.05)
     assert card["training"]["epochs"] == len(accuracies) == first_reached < 4
     assert card["config"]["until_accuracy"] == 0.05
-    assert torch.load(output / "best.ckpt", map_location="cpu", weights_only=True)["epoch"] == first_reached - 1  # the epoch that reached it
+    assert (
+        torch.load(output / "best.ckpt", map_location="cpu", weights_only=True)["epoch"] == first_reached - 1
+    )  # the epoch that reached it
 
 
-@pytest.mark.parametrize("flags, expected", [([], DEMO_UNTIL_ACCURACY), (["--data", "bukva"], None), (["--until-accuracy", "off"], None), (["--until-accuracy", "0.9"], 0.9)])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [([], DEMO_UNTIL_ACCURACY), (["--data", "bukva"], None), (["--until-accuracy", "off"], None), (["--until-accuracy", "0.9"], 0.9)],
+)
 def test_until_accuracy_is_on_for_the_built_in_data_only(flags, expected):
     assert stop_accuracy(parse_args(flags)) == expected
 
@@ -97,8 +116,36 @@ def test_bukva_recipe_trains_over_bad_entries(tmp_path, monkeypatch):
             super().__init__(**kwargs)
 
     monkeypatch.setattr("torch_tsm.train.pl.Trainer", RecordingTrainer)
-    recipe = ["--optimizer", "sgd", "--lr", "0.02", "--momentum", "0.8", "--head-lr-mult", "10", "--gradient-clip", "20", "--resize", "multiscale"]
-    output = main(["--data", "bukva", "--data-root", str(root), "--output", str(tmp_path / "run"), *TINY, "--batch-size", "2", "--max-epochs", "1", *recipe])
+    recipe = [
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.02",
+        "--momentum",
+        "0.8",
+        "--head-lr-mult",
+        "10",
+        "--gradient-clip",
+        "20",
+        "--resize",
+        "multiscale",
+    ]
+    output = main(
+        [
+            "--data",
+            "bukva",
+            "--data-root",
+            str(root),
+            "--output",
+            str(tmp_path / "run"),
+            *TINY,
+            "--batch-size",
+            "2",
+            "--max-epochs",
+            "1",
+            *recipe,
+        ]
+    )
     card = json.loads((output / "model_card.json").read_text(encoding="utf-8"))
     assert card["skipped_clips"] == {"train": 5, "val": 1} and card["validation_clips"] == 2
     assert card["config"]["flip"] is True and card["config"]["resize"] == "multiscale"  # flip: on by default for bukva
@@ -133,8 +180,16 @@ def test_persistent_workers_draw_each_epoch_for_that_epoch(tmp_path):
     data.train_set = EpochAsLabel(data.train_set.clips, 4, data.train_set.transform)
     module = LabelRecorder(data.labels, num_segments=4, width_mult=0.35, image_size=32)
     module.seen = []
-    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, train_dataloaders=data.train_dataloader())
     assert [epoch for epoch, _ in module.seen] == [0] * 4 + [1] * 4 + [2] * 4
     assert all(labels == [epoch] * 4 for epoch, labels in module.seen)
@@ -144,8 +199,25 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     # The causal shift: the card's live-stream figure is written under DDP too.
     output = tmp_path / "ddp"
     run = subprocess.run(
-        train_command(output, "--synthetic-clips", "32", "16", "--max-epochs", "1", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--shift", "causal"),
-        capture_output=True, text=True, timeout=600,
+        train_command(
+            output,
+            "--synthetic-clips",
+            "32",
+            "16",
+            "--max-epochs",
+            "1",
+            "--accelerator",
+            "cpu",
+            "--devices",
+            "2",
+            "--strategy",
+            "ddp",
+            "--shift",
+            "causal",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     # 32 clips, batch 8, 2 processes: each process takes 16 clips, 2 steps (one process would take 4).
@@ -198,12 +270,23 @@ def killed_and_resumed(tmp_path_factory) -> dict:
     torch.save(marked, folder / "marked.ckpt")
 
     restarts = {  # side by side too
-        folder / "resumed.log": start(train_command(interrupted, *common, "--resume", str(interrupted / "last.ckpt")), folder / "resumed.log"),
-        folder / "marked.log": start(train_command(folder / "marked", *common, "--resume", str(folder / "marked.ckpt")), folder / "marked.log"),
+        folder / "resumed.log": start(
+            train_command(interrupted, *common, "--resume", str(interrupted / "last.ckpt")), folder / "resumed.log"
+        ),
+        folder / "marked.log": start(
+            train_command(folder / "marked", *common, "--resume", str(folder / "marked.ckpt")), folder / "marked.log"
+        ),
     }
     for log, restart in restarts.items():
         finish(restart, log)
-    return {"whole": folder / "whole", "interrupted": interrupted, "marked": folder / "marked", "expected": expected, "killed_at": killed_at, "killed": killed}
+    return {
+        "whole": folder / "whole",
+        "interrupted": interrupted,
+        "marked": folder / "marked",
+        "expected": expected,
+        "killed_at": killed_at,
+        "killed": killed,
+    }
 
 
 def test_killed_run_resumes_from_its_checkpoint(killed_and_resumed):
@@ -223,6 +306,9 @@ def test_killed_run_resumes_from_its_checkpoint(killed_and_resumed):
 # Bitwise, not within a tolerance: on CPU with the same seed, thread count and data, two uninterrupted
 # runs give bitwise-equal weights (measured here with these settings), so an exact resume must too.
 def test_resumed_run_ends_with_the_uninterrupted_runs_weights(killed_and_resumed):
-    whole, resumed = saved_weights(killed_and_resumed["whole"] / "last.ckpt"), saved_weights(killed_and_resumed["interrupted"] / "last.ckpt")
+    whole, resumed = (
+        saved_weights(killed_and_resumed["whole"] / "last.ckpt"),
+        saved_weights(killed_and_resumed["interrupted"] / "last.ckpt"),
+    )
     assert whole.keys() == resumed.keys()
     assert [name for name in whole if not torch.equal(whole[name], resumed[name])] == []

@@ -38,7 +38,9 @@ from torch_tsm.transcript import DecisionRule, Transcriber, softmax
 
 REPO = Path(__file__).resolve().parents[1]
 # The built-in signs in Russian: the page must show Cyrillic as Bukva's labels need (no_event stays as it is).
-IN_RUSSIAN = dict(zip(SIGN_LABELS, ["круг", "крест", "кольцо", "ромб", "вправо", "влево", "вниз", "вверх", "растёт", "сжимается"], strict=True))
+IN_RUSSIAN = dict(
+    zip(SIGN_LABELS, ["круг", "крест", "кольцо", "ромб", "вправо", "влево", "вниз", "вверх", "растёт", "сжимается"], strict=True)
+)
 FRAMES = 16  # frames the page records, at every camera frame (?step=1): within the 22 of the clip
 
 
@@ -81,12 +83,31 @@ def get(port: int, path: str, method: str = "GET") -> http.client.HTTPResponse:
     return response
 
 
-@pytest.mark.parametrize("path", [
-    "/model/../outside.txt", "/model/%2e%2e/outside.txt", "/model/..%2Foutside.txt", "/model/%2E%2E%2Foutside.txt",
-    "/../outside.txt", "/model//etc/passwd", "/model/%2Fetc%2Fpasswd", "//etc/passwd", "/etc/passwd",
-    "/model/sub/secret.txt", "/model/sub%2Fsecret.txt", "/model/.hidden", "/model/..", "/model/", "/model/..\\outside.txt",
-    "/litert/../web.py", "/app.js/../../web.py", "/web.py", "/runtime/web.py", "/node_modules/@litertjs/core/package.json",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/model/../outside.txt",
+        "/model/%2e%2e/outside.txt",
+        "/model/..%2Foutside.txt",
+        "/model/%2E%2E%2Foutside.txt",
+        "/../outside.txt",
+        "/model//etc/passwd",
+        "/model/%2Fetc%2Fpasswd",
+        "//etc/passwd",
+        "/etc/passwd",
+        "/model/sub/secret.txt",
+        "/model/sub%2Fsecret.txt",
+        "/model/.hidden",
+        "/model/..",
+        "/model/",
+        "/model/..\\outside.txt",
+        "/litert/../web.py",
+        "/app.js/../../web.py",
+        "/web.py",
+        "/runtime/web.py",
+        "/node_modules/@litertjs/core/package.json",
+    ],
+)
 def test_the_server_refuses_every_path_outside_its_files(server_folder, path):
     assert get(server_folder, path).status == 404
 
@@ -138,7 +159,16 @@ def test_the_page_prepares_frames_exactly_as_python(tmp_path):
     """prepare.js's letterbox against torch_tsm's (OpenCV) on camera sizes, shrinking and enlarging: equal."""
     require(None if shutil.which("node") else "node not found (Debian: apt-get install nodejs)")
     rng = np.random.default_rng(0)
-    cases = [(640, 480, 64), (1280, 720, 224), (1920, 1080, 224), (480, 640, 64), (128, 96, 64), (333, 217, 64), (50, 40, 224), (64, 64, 64)]
+    cases = [
+        (640, 480, 64),
+        (1280, 720, 224),
+        (1920, 1080, 224),
+        (480, 640, 64),
+        (128, 96, 64),
+        (333, 217, 64),
+        (50, 40, 224),
+        (64, 64, 64),
+    ]
     frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for w, h, _ in cases]
     for i, frame in enumerate(frames):
         frame.tofile(tmp_path / f"{i}.rgb")
@@ -150,7 +180,9 @@ def test_the_page_prepares_frames_exactly_as_python(tmp_path):
     subprocess.run(["node", "--input-type=module", "-e", script], check=True, timeout=60)
     for i, ((w, h, size), frame) in enumerate(zip(cases, frames)):
         expected = FrameTransform(size)([frame], np.random.default_rng(0))[0]
-        np.testing.assert_array_equal(np.fromfile(tmp_path / f"{i}.out", np.uint8).reshape(expected.shape), expected, err_msg=f"{w}x{h} -> {size}")
+        np.testing.assert_array_equal(
+            np.fromfile(tmp_path / f"{i}.out", np.uint8).reshape(expected.shape), expected, err_msg=f"{w}x{h} -> {size}"
+        )
 
 
 def random_decisions(rng: np.random.Generator) -> dict:
@@ -161,7 +193,9 @@ def random_decisions(rng: np.random.Generator) -> dict:
     labels = [f"sign{i}" for i in range(k)]
     if rng.random() < 0.7:
         labels[int(rng.integers(k))] = NO_EVENT
-    rule = DecisionRule(int(rng.integers(1, 4)), int(rng.integers(1, 6)), int(rng.integers(1, 6)), float(rng.choice([0.3, 0.5, 0.7, 0.9, rng.random()])))
+    rule = DecisionRule(
+        int(rng.integers(1, 4)), int(rng.integers(1, 6)), int(rng.integers(1, 6)), float(rng.choice([0.3, 0.5, 0.7, 0.9, rng.random()]))
+    )
     length = int(rng.integers(1, 60))
     held = np.repeat(rng.integers(k, size=length), rng.integers(1, 8, size=length))[:length]  # the class shown, held for a few frames
     logits = rng.normal(0, rng.choice([0.1, 1, 3]), (length, k))
@@ -261,7 +295,9 @@ def assert_decoded_as(frames: np.ndarray, reference: np.ndarray, levels: int) ->
     for frame in real:
         distance = np.abs(reference - frame).mean(axis=(1, 2, 3))
         nearest = int(distance.argmin())
-        assert np.abs(reference[nearest] - frame).max() <= levels, f"frame unlike reference frame {nearest}: mean |diff| {distance[nearest]:.2f}"
+        assert np.abs(reference[nearest] - frame).max() <= levels, (
+            f"frame unlike reference frame {nearest}: mean |diff| {distance[nearest]:.2f}"
+        )
 
 
 def assert_stream_matches_python(got: browser.Recorded, model: Path) -> np.ndarray:
@@ -292,7 +328,7 @@ def test_litert_js_route_matches_python_litert_frame_by_frame(page_browser, stre
     logits = assert_stream_matches_python(got, folder / model)
 
     # What the page shows: the top-3 of what its decision rule decides on, the mean probabilities of the last `smooth` frames.
-    probabilities = softmax(logits[-page["manifest"]["decision"]["smooth"]:]).mean(axis=0)
+    probabilities = softmax(logits[-page["manifest"]["decision"]["smooth"] :]).mean(axis=0)
     top3 = np.argsort(-probabilities, kind="stable")[:3]  # ties in class order, as the page's stable sort
     shown = [row.text.split("\n") for row in page_browser.find_elements("css selector", "#top3 li")]
     assert [label for label, _ in shown] == [page["manifest"]["labels"][k] for k in top3]
@@ -405,7 +441,6 @@ def test_the_page_says_what_is_wrong(page_browser, streaming_converted, tmp_path
         page = open_folder(page_browser, folder)
         assert page["state"] == "error" and expected in page["error"]
         assert page_browser.find_element("id", "status").text == page["error"]  # on the page, not only in a variable
-
 
 
 def test_the_page_says_the_camera_was_refused(streaming_converted, tmp_path):

@@ -43,7 +43,11 @@ class ClipAugmentation:
         if self.flip and rng.random() < FLIP_CHANCE:
             clip = mirror(clip)
             if self.mirrored:
-                label = np.where(label >= 0, np.asarray(self.mirrored)[np.maximum(label, 0)], label) if isinstance(label, np.ndarray) else self.mirrored[label]
+                label = (
+                    np.where(label >= 0, np.asarray(self.mirrored)[np.maximum(label, 0)], label)
+                    if isinstance(label, np.ndarray)
+                    else self.mirrored[label]
+                )
         clip = np.ascontiguousarray(clip)
         if self.blur and rng.random() < BLUR_CHANCE:
             clip = defocus(clip, rng.uniform(*BLUR_SIGMA) * clip.shape[1])

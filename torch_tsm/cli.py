@@ -75,7 +75,9 @@ def verbose_requested(argv: Sequence[str] | None = None) -> bool:
 
 def add_verbose_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     parser.add_argument(
-        VERBOSE_FLAG, action="store_true", default=verbose_requested([]),
+        VERBOSE_FLAG,
+        action="store_true",
+        default=verbose_requested([]),
         help=f"all logging and warnings of TensorFlow, Lightning and the other libraries (also: {VERBOSE_ENV}=1)",
     )
 
@@ -180,7 +182,8 @@ def without_startup_noise(lines: list[str]) -> list[str]:
     """TensorFlow's start-up stderr less the notices that only say that this machine has no CUDA driver."""
     no_driver = any(NO_CUDA_DRIVER.search(line) for line in lines)
     return [
-        line for line in lines
+        line
+        for line in lines
         if not any(pattern.search(line) for pattern in TENSORFLOW_STARTUP_NOISE) and not (no_driver and CUINIT_FAILED.search(line))
     ]
 

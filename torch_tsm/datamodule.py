@@ -167,7 +167,9 @@ class ClipDataModule(pl.LightningDataModule):
         clips = self._loader(self.train_set, self._sampler(self.train_set, self.batch_size), self.batch_size, collate_clips)
         if not self.stream_training:
             return clips
-        sequences = self._loader(self.train_sequences, self._sampler(self.train_sequences, self.sequence_batch_size), self.sequence_batch_size)
+        sequences = self._loader(
+            self.train_sequences, self._sampler(self.train_sequences, self.sequence_batch_size), self.sequence_batch_size
+        )
         # An epoch is one pass over the clips; the windows start again if there are fewer of them.
         return CombinedLoader({"clips": clips, "sequences": sequences}, mode="max_size_cycle")
 

@@ -40,7 +40,16 @@ from torch.utils.data import Dataset
 from torch_tsm.augment import ClipAugmentation
 from torch_tsm.errors import UserError
 from torch_tsm.frames import (
-    FALLBACK_FPS, FrameTransform, UnreadableVideo, VideoProbe, decode_frames, letterbox, probe_video, read_image, read_video_frames, segment_indices,
+    FALLBACK_FPS,
+    FrameTransform,
+    UnreadableVideo,
+    VideoProbe,
+    decode_frames,
+    letterbox,
+    probe_video,
+    read_image,
+    read_video_frames,
+    segment_indices,
 )
 from torch_tsm.labels import BUKVA_LABELS, read_labels
 from torch_tsm.synthetic import NO_EVENT, Sign
@@ -116,7 +125,9 @@ class SkipReport:
     def summary(self, kept: int) -> str:
         line = f"{self.what}: {kept} {self.unit}, {len(self.problems)} skipped"
         if kept == 0:
-            raise UserError(f"{line}: no usable {self.unit.rstrip('s')}" + (f" (first problem: {self.problems[0]})" if self.problems else ""))
+            raise UserError(
+                f"{line}: no usable {self.unit.rstrip('s')}" + (f" (first problem: {self.problems[0]})" if self.problems else "")
+            )
         if self.no_event_clips is not None:
             line += f"; no_event clips: {self.no_event_clips['labelled']} labelled, {self.no_event_clips['idle']} from idle parts"
         log.info(line) if not self.problems else log.warning(line)
@@ -161,7 +172,9 @@ def bukva_entries(root: Path, source: str, report: SkipReport, split: str | None
             report.skip(f"{attachment}: {problem}")
         else:
             cut = _cut(row["begin"], row["end"]) if source == "original" else None
-            entries.append(BukvaEntry(attachment, videos[attachment], BUKVA_LABELS.index(text), train, (row.get("user_id") or "").strip(), cut))
+            entries.append(
+                BukvaEntry(attachment, videos[attachment], BUKVA_LABELS.index(text), train, (row.get("user_id") or "").strip(), cut)
+            )
     return entries
 
 
@@ -186,7 +199,9 @@ def idle_spans(begin: int, end: int, length: int) -> list[tuple[int, int]]:
     return [(start, stop) for start, stop in parts if stop - start >= IDLE_MIN_FRAMES]
 
 
-def clip_spans(name: str, label: int, cut: tuple[int, int] | None, length: int, no_event: int | None, report: SkipReport) -> list[tuple[int, int, int]]:
+def clip_spans(
+    name: str, label: int, cut: tuple[int, int] | None, length: int, no_event: int | None, report: SkipReport
+) -> list[tuple[int, int, int]]:
     """The clips of one annotated video of `length` frames, as (start, stop, label): the row's own clip
     ([begin, end) when cut, else the whole video) and, around a sign whose place is known, the idle parts
     as `no_event` clips. Counted in report.no_event_clips; a sign past the video's end is reported."""
@@ -312,7 +327,9 @@ def frame_folder_rows(root: Path, split: str, report: SkipReport) -> list[FrameF
         else:
             frames = tuple(sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
             if frames:
-                usable.append(FrameFolderRow(frames, labels.index(label), _cut(row.get("begin", ""), row.get("end", "")), _fps(row.get("fps", ""))))
+                usable.append(
+                    FrameFolderRow(frames, labels.index(label), _cut(row.get("begin", ""), row.get("end", "")), _fps(row.get("fps", "")))
+                )
             else:
                 report.skip(f"{folder}: holds no image")
     return usable
@@ -373,7 +390,9 @@ def read_frame_folder_videos(root: Path, split: str, image_size: int) -> tuple[l
             continue
         begin, end = row.cut
         if not _starts_past_end(str(row.frame_paths[0].parent), begin, end, len(row.frame_paths), report):
-            videos.append(FrameFolderVideo(row.frame_paths, Sign(labels[row.label], begin, min(end, len(row.frame_paths))), row.fps, image_size))
+            videos.append(
+                FrameFolderVideo(row.frame_paths, Sign(labels[row.label], begin, min(end, len(row.frame_paths))), row.fps, image_size)
+            )
     report.summary(len(videos))
     return videos, report
 
@@ -386,7 +405,12 @@ class ClipDataset(Dataset):
     """
 
     def __init__(
-        self, clips: list[ClipSource], num_segments: int, transform: FrameTransform, seed: int = 0, augmentation: ClipAugmentation | None = None
+        self,
+        clips: list[ClipSource],
+        num_segments: int,
+        transform: FrameTransform,
+        seed: int = 0,
+        augmentation: ClipAugmentation | None = None,
     ) -> None:
         self.clips = clips
         self.num_segments = num_segments

@@ -32,10 +32,7 @@ def segment_indices(num_frames: int, num_segments: int, rng: np.random.Generator
         raise ValueError("a clip needs at least one frame")
     edges = np.linspace(0, num_frames, num_segments + 1)
     starts, ends = edges[:-1], edges[1:]
-    if rng is None:
-        picks = (starts + ends) / 2
-    else:
-        picks = starts + rng.random(num_segments) * (ends - starts)
+    picks = (starts + ends) / 2 if rng is None else starts + rng.random(num_segments) * (ends - starts)
     # Videos shorter than T frames repeat frames rather than failing.
     return np.minimum(picks.astype(np.int64), num_frames - 1)
 

@@ -122,6 +122,15 @@ class TSMClassifier(pl.LightningModule):
         self.log("val_acc", self.val_acc, prog_bar=True, add_dataloader_idx=False)
         self.log("val_top3", self.val_top3, add_dataloader_idx=False)
 
+    def on_validation_epoch_end(self) -> None:
+        # What the best checkpoint and the early stop watch: the clip accuracy, and for a model trained for
+        # the stream the worse of it and the frame accuracy, so that neither the clips nor the stream is
+        # shipped half-learned (the stream's letters follow its frame accuracy closely).
+        score = self.val_acc.compute()
+        if self.val_frame_acc.update_called:
+            score = torch.minimum(score, self.val_frame_acc.compute())
+        self.log("val_score", score, sync_dist=True)
+
     def configure_optimizers(self):
         hp = self.hparams
         groups = [

@@ -63,7 +63,9 @@ def pair_accuracy(logits: Tensor, labels: Tensor, names: list[str], pairs: list[
 
 
 @torch.no_grad()
-def stream_probabilities(model: MobileNetV2TSM, videos: list[SyntheticVideo], frame_step: int, batch: int = 8) -> list[tuple[VideoTruth, np.ndarray, np.ndarray]]:
+def stream_probabilities(
+    model: MobileNetV2TSM, videos: list[SyntheticVideo], frame_step: int, batch: int = 8
+) -> list[tuple[VideoTruth, np.ndarray, np.ndarray]]:
     """Each video's truth, (L, K) probabilities of its L kept frames (every `frame_step`-th from the first) as
     a causal model's live stream gives them, and their frame numbers. The stream over a video is computed as
     the model on all its kept frames as one clip (frame_logits): what the streaming model computes frame by

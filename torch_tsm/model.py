@@ -1,11 +1,11 @@
 """MobileNetV2-TSM: torchvision's MobileNetV2 with a temporal shift in its residual blocks.
 
-    (N, T, 3, H, W) RGB 0..255
-      -> normalize (ImageNet mean/std)      inside the model: every runtime takes raw pixels
-      -> MobileNetV2 features on N*T frames, with the shift at the start of the residual branch
-         of each inverted-residual block that has a skip connection (10 blocks at width 1.0)
-      -> global average pool -> dropout -> linear   per-frame logits (N*T, K)
-      -> mean over the T frames                     clip logits (N, K)
+(N, T, 3, H, W) RGB 0..255
+  -> normalize (ImageNet mean/std)      inside the model: every runtime takes raw pixels
+  -> MobileNetV2 features on N*T frames, with the shift at the start of the residual branch
+     of each inverted-residual block that has a skip connection (10 blocks at width 1.0)
+  -> global average pool -> dropout -> linear   per-frame logits (N*T, K)
+  -> mean over the T frames                     clip logits (N, K)
 """
 
 from pathlib import Path

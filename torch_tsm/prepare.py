@@ -40,8 +40,8 @@ from tqdm import tqdm
 
 from torch_tsm.cli import add_verbose_flag, run, setup, user_errors
 from torch_tsm.datasets import BukvaEntry, SkipReport, bukva_entries, usable_cores
-from torch_tsm.frames import resize_frame, short_side_size
 from torch_tsm.errors import UserError
+from torch_tsm.frames import resize_frame, short_side_size
 from torch_tsm.labels import BUKVA_LABELS, write_labels
 
 PARTIAL = ".partial"
@@ -121,7 +121,11 @@ def prepare(root: Path, output: Path, settings: Settings, workers: int) -> dict:
         report = SkipReport(f"bukva ({root})")
         entries = bukva_entries(root, settings.source, report)
         problems = [("", problem) for problem in report.problems]
-        done = {entry.attachment_id: _read_info(output / entry.attachment_id) for entry in entries if (output / entry.attachment_id / INFO).is_file()}
+        done = {
+            entry.attachment_id: _read_info(output / entry.attachment_id)
+            for entry in entries
+            if (output / entry.attachment_id / INFO).is_file()
+        }
         pending = [entry for entry in entries if entry.attachment_id not in done]
         shutil.rmtree(output / PARTIAL, ignore_errors=True)  # leftovers of a killed run
         new = 0
@@ -165,7 +169,18 @@ def _annotations(entries: list[BukvaEntry], done: dict[str, VideoInfo]) -> str:
         # the sign's frames in the folder: all of the video's frames are kept, so the video's own numbers,
         # the end bounded by the frames decoded
         begin, end = (entry.cut[0], min(entry.cut[1], info.frames)) if entry.cut else ("", "")
-        fields = (entry.attachment_id, BUKVA_LABELS[entry.label], split, entry.user_id, info.fps, info.width, info.height, info.frames, begin, end)
+        fields = (
+            entry.attachment_id,
+            BUKVA_LABELS[entry.label],
+            split,
+            entry.user_id,
+            info.fps,
+            info.width,
+            info.height,
+            info.frames,
+            begin,
+            end,
+        )
         lines.append("\t".join(map(str, fields)))
     return "\n".join(lines) + "\n"
 
@@ -180,7 +195,9 @@ def _refuse_foreign(output: Path) -> None:
         return
     strangers = [entry.name for entry in output.iterdir() if entry.name not in {PARTIAL, LOCK}]
     if strangers:
-        raise PrepareError(f"{output} is not empty and was not made by prepare (it holds {strangers[0]!r}); choose an empty or new --output")
+        raise PrepareError(
+            f"{output} is not empty and was not made by prepare (it holds {strangers[0]!r}); choose an empty or new --output"
+        )
 
 
 def _check_settings(output: Path, settings: Settings) -> None:
@@ -190,7 +207,9 @@ def _check_settings(output: Path, settings: Settings) -> None:
         return
     previous = json.loads(path.read_text(encoding="utf-8"))
     if previous != asdict(settings):
-        differ = ", ".join(f"{key} {previous.get(key)!r} (now {value!r})" for key, value in asdict(settings).items() if previous.get(key) != value)
+        differ = ", ".join(
+            f"{key} {previous.get(key)!r} (now {value!r})" for key, value in asdict(settings).items() if previous.get(key) != value
+        )
         raise PrepareError(f"{output} was prepared with other settings: {differ}; use the same settings to finish it, or another --output")
 
 
@@ -259,11 +278,18 @@ def _print_summary(output: Path, figures: dict) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m torch_tsm.prepare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m torch_tsm.prepare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", choices=("bukva",), default="bukva", help="the layout of --data-root")
     parser.add_argument("--data-root", type=Path, required=True, help="the dataset as unzipped")
     parser.add_argument("--output", type=Path, required=True, help="the prepared folder (new, or one this command began)")
-    parser.add_argument("--bukva-source", choices=("trimmed", "original"), default="trimmed", help="trimmed/, or original/ whole with the sign's begin/end (idle no_event clips, continuous videos)")
+    parser.add_argument(
+        "--bukva-source",
+        choices=("trimmed", "original"),
+        default="trimmed",
+        help="trimmed/, or original/ whole with the sign's begin/end (idle no_event clips, continuous videos)",
+    )
     parser.add_argument("--short-side", type=int, default=256, help="frames are shrunk to this short side in pixels (default 256)")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality, 1-100 (default 90)")
     parser.add_argument("--workers", type=int, default=usable_cores(), help="processes, one video each (default: every usable core)")

@@ -44,8 +44,14 @@ class SequenceDataset(Dataset):
     """
 
     def __init__(
-        self, videos: list[SyntheticVideo], labels: list[str], frame_step: int, transform: FrameTransform,
-        seed: int = 0, augmentation: ClipAugmentation | None = None, length: int = SEQUENCE_FRAMES,
+        self,
+        videos: list[SyntheticVideo],
+        labels: list[str],
+        frame_step: int,
+        transform: FrameTransform,
+        seed: int = 0,
+        augmentation: ClipAugmentation | None = None,
+        length: int = SEQUENCE_FRAMES,
     ) -> None:
         self.videos = videos
         self.labels = labels

@@ -50,32 +50,72 @@ class RunCheckpoint(ModelCheckpoint):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m torch_tsm.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m torch_tsm.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     data = parser.add_argument_group("data")
     data.add_argument("--data", choices=DATA_KINDS, default="synthetic")
     data.add_argument("--data-root", type=Path, help="dataset folder (bukva, frames)")
-    data.add_argument("--bukva-source", choices=("trimmed", "original"), default="trimmed", help="Bukva videos: trimmed/, or original/ cut by begin/end")
-    data.add_argument("--resize", choices=RESIZE_MODES, default="letterbox", help="multiscale: the Bukva baseline's multi-scale crop + letterbox in training")
-    data.add_argument("--flip", action=argparse.BooleanOptionalAction, help="random horizontal flip in training (default: on for bukva and frames, off for synthetic)")
-    data.add_argument("--flip-pairs", metavar="A:B,C:D", help="classes that are each other's mirror image, swapped when a clip is flipped; or a file of A:B lines (default: move_right:move_left for synthetic, none otherwise)")
-    data.add_argument("--photometric", action=argparse.BooleanOptionalAction, help="random brightness, contrast, saturation and hue in training (default: on)")
-    data.add_argument("--blur", action=argparse.BooleanOptionalAction, help="a random defocus blur on half the training clips (default: on)")
+    data.add_argument(
+        "--bukva-source", choices=("trimmed", "original"), default="trimmed", help="Bukva videos: trimmed/, or original/ cut by begin/end"
+    )
+    data.add_argument(
+        "--resize",
+        choices=RESIZE_MODES,
+        default="letterbox",
+        help="multiscale: the Bukva baseline's multi-scale crop + letterbox in training",
+    )
+    data.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        help="random horizontal flip in training (default: on for bukva and frames, off for synthetic)",
+    )
+    data.add_argument(
+        "--flip-pairs",
+        metavar="A:B,C:D",
+        help="classes that are each other's mirror image, swapped when a clip is flipped; or a file of A:B lines (default: move_right:move_left for synthetic, none otherwise)",
+    )
+    data.add_argument(
+        "--photometric",
+        action=argparse.BooleanOptionalAction,
+        help="random brightness, contrast, saturation and hue in training (default: on)",
+    )
+    data.add_argument(
+        "--blur", action=argparse.BooleanOptionalAction, help="a random defocus blur on half the training clips (default: on)"
+    )
     data.add_argument("--synthetic-clips", type=int, nargs=2, default=(1600, 400), metavar=("TRAIN", "VAL"))
-    data.add_argument("--stream-training", action=argparse.BooleanOptionalAction,
-                      help="train on windows of continuous video too, a loss on every frame, so that the live stream decides as well as clips (default: on for a causal model on the built-in data)")
-    data.add_argument("--sequence-batch-size", type=int, help="windows of continuous video per step, beside --batch-size clips (default: half of it)")
+    data.add_argument(
+        "--stream-training",
+        action=argparse.BooleanOptionalAction,
+        help="train on windows of continuous video too, a loss on every frame, so that the live stream decides as well as clips (default: on for a causal model on the built-in data)",
+    )
+    data.add_argument(
+        "--sequence-batch-size", type=int, help="windows of continuous video per step, beside --batch-size clips (default: half of it)"
+    )
     data.add_argument("--num-workers", type=int, help="DataLoader worker processes (default: every usable core)")
     model = parser.add_argument_group("model")
     model.add_argument("--num-segments", type=int, default=8)
     model.add_argument("--image-size", type=int, default=64)
     model.add_argument("--width-mult", type=float, default=0.5)
-    model.add_argument("--shift", choices=SHIFT_MODES, default="causal", help="causal: the one-way shift a live stream can run (default); bidirectional: the paper's offline shift; none: TSN")
-    model.add_argument("--pretrained", help="'imagenet' (torchvision weights, width 1.0), a local state-dict file, or a training checkpoint of ours to fine-tune (e.g. at a larger --image-size)")
+    model.add_argument(
+        "--shift",
+        choices=SHIFT_MODES,
+        default="causal",
+        help="causal: the one-way shift a live stream can run (default); bidirectional: the paper's offline shift; none: TSN",
+    )
+    model.add_argument(
+        "--pretrained",
+        help="'imagenet' (torchvision weights, width 1.0), a local state-dict file, or a training checkpoint of ours to fine-tune (e.g. at a larger --image-size)",
+    )
     training = parser.add_argument_group("training")
     training.add_argument("--output", type=Path, help="run folder (default: models/<data>-<shift>-<time>)")
     training.add_argument("--max-epochs", type=int, default=16, help="the most epochs; the cosine schedule spans them (default: 16)")
-    training.add_argument("--until-accuracy", type=until_accuracy, metavar="A|off",
-                          help=f"stop once the validation accuracy reaches A, e.g. 0.98; the best checkpoint is then the first that did (default: {DEMO_UNTIL_ACCURACY} on the built-in data, off otherwise)")
+    training.add_argument(
+        "--until-accuracy",
+        type=until_accuracy,
+        metavar="A|off",
+        help=f"stop once the validation accuracy reaches A, e.g. 0.98; the best checkpoint is then the first that did (default: {DEMO_UNTIL_ACCURACY} on the built-in data, off otherwise)",
+    )
     training.add_argument("--batch-size", type=int, default=12)
     training.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
     training.add_argument("--lr", type=float, default=2e-3)
@@ -85,7 +125,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     training.add_argument("--gradient-clip", type=float, metavar="NORM", help="clip the gradient's norm to this")
     training.add_argument("--warmup-epochs", type=float, default=1.0)
     training.add_argument("--freeze-epochs", type=int, default=0, help="epochs with a frozen backbone first")
-    training.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS", help="also save last.ckpt every N steps (long epochs)")
+    training.add_argument(
+        "--checkpoint-every", type=int, default=0, metavar="STEPS", help="also save last.ckpt every N steps (long epochs)"
+    )
     training.add_argument("--resume", type=Path, help="checkpoint to resume from (e.g. RUN/last.ckpt)")
     training.add_argument("--seed", type=int, default=0)
     add_verbose_flag(training)
@@ -147,10 +189,22 @@ def data_module(args: argparse.Namespace) -> ClipDataModule:
     flip_pairs = parse_flip_pairs(args.flip_pairs) if args.flip_pairs is not None else None
     try:
         return ClipDataModule(
-            args.data, args.data_root, args.num_segments, args.image_size, args.batch_size, args.num_workers,
-            args.resize, args.flip, flip_pairs, args.photometric, args.blur,
-            seed=args.seed, synthetic_sizes=tuple(args.synthetic_clips), bukva_source=args.bukva_source,
-            stream_training=stream_training(args), sequence_batch_size=args.sequence_batch_size,
+            args.data,
+            args.data_root,
+            args.num_segments,
+            args.image_size,
+            args.batch_size,
+            args.num_workers,
+            args.resize,
+            args.flip,
+            flip_pairs,
+            args.photometric,
+            args.blur,
+            seed=args.seed,
+            synthetic_sizes=tuple(args.synthetic_clips),
+            bukva_source=args.bukva_source,
+            stream_training=stream_training(args),
+            sequence_batch_size=args.sequence_batch_size,
         )
     except ValueError as error:  # its check of --data and --data-root: options, not a bug
         raise UserError(f"{args.data_root or '--data-root'}: {error}") from error
@@ -172,17 +226,28 @@ def train_into(output: Path, args: argparse.Namespace) -> Path:
     pl.seed_everything(args.seed, workers=True)
     data = data_module(args)
     module = TSMClassifier(
-        data.labels, args.num_segments, args.width_mult, args.shift, args.image_size, args.pretrained,
-        args.lr, args.weight_decay, args.warmup_epochs, args.freeze_epochs, args.optimizer, args.momentum, args.head_lr_mult,
+        data.labels,
+        args.num_segments,
+        args.width_mult,
+        args.shift,
+        args.image_size,
+        args.pretrained,
+        args.lr,
+        args.weight_decay,
+        args.warmup_epochs,
+        args.freeze_epochs,
+        args.optimizer,
+        args.momentum,
+        args.head_lr_mult,
     )
-    best = RunCheckpoint(dirpath=output, filename="best", monitor="val_acc", mode="max", enable_version_counter=False)
+    best = RunCheckpoint(dirpath=output, filename="best", monitor="val_score", mode="max", enable_version_counter=False)
     last = RunCheckpoint(dirpath=output, filename="last", enable_version_counter=False, every_n_train_steps=args.checkpoint_every or None)
     callbacks = [best, last]
     if (threshold := stop_accuracy(args)) is not None:
         # Lightning's own early stop, on the threshold alone: patience as long as the run, so that only
         # reaching the accuracy or the --max-epochs cap ends it. It stops on strictly more than its
         # threshold; "reaches 1.0" must stop too, so the threshold sits just below.
-        callbacks.append(EarlyStopping(monitor="val_acc", mode="max", stopping_threshold=threshold - 1e-6, patience=args.max_epochs))
+        callbacks.append(EarlyStopping(monitor="val_score", mode="max", stopping_threshold=threshold - 1e-6, patience=args.max_epochs))
     trainer = pl.Trainer(
         default_root_dir=output,
         max_epochs=args.max_epochs,
@@ -220,8 +285,19 @@ def write_model_card(output: Path, args: argparse.Namespace, data: ClipDataModul
         "checkpoint": "best.ckpt",
         "labels": data.labels,
         # as run: the data defaults resolved (flip and its pairs per data kind, workers per machine)
-        "config": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()} | {"flip": data.flip, "flip_pairs": data.flip_pairs, "photometric": data.photometric, "blur": data.blur, "num_workers": data.num_workers, "until_accuracy": stop_accuracy(args)},
-        "input": {"shape": ["N", args.num_segments, 3, args.image_size, args.image_size], "pixels": "RGB 0..255, normalized inside the model"},
+        "config": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+        | {
+            "flip": data.flip,
+            "flip_pairs": data.flip_pairs,
+            "photometric": data.photometric,
+            "blur": data.blur,
+            "num_workers": data.num_workers,
+            "until_accuracy": stop_accuracy(args),
+        },
+        "input": {
+            "shape": ["N", args.num_segments, 3, args.image_size, args.image_size],
+            "pixels": "RGB 0..255, normalized inside the model",
+        },
         "validation": validation,
         "validation_clips": len(targets),
         "skipped_clips": data.skipped,
@@ -238,7 +314,9 @@ def live_card(model, data: ClipDataModule) -> tuple[dict, dict]:
     """The decision rule chosen on the validation videos (with its figures there), and the live figures of the
     float model's stream on the held-out test videos with it, as the card's "decision" and "live" (runtime.live
     adds those of other model files beside "best.ckpt")."""
-    rule, chosen_on = choose_rule(stream_probabilities(model, data.videos("val", LIVE_VIDEOS), data.frame_step), data.labels, data.frame_step)
+    rule, chosen_on = choose_rule(
+        stream_probabilities(model, data.videos("val", LIVE_VIDEOS), data.frame_step), data.labels, data.frame_step
+    )
     test = stream_probabilities(model, data.videos("test", LIVE_VIDEOS), data.frame_step)
     figures = live_figures([(truth, printed_letters(p, kept, truth.fps, data.labels, rule)) for truth, p, kept in test])
     return rule.as_dict() | {"chosen_on_validation": chosen_on}, {"best.ckpt": {"stream": figures}}
@@ -255,8 +333,10 @@ def training_summary(output: Path, card: dict) -> str:
     live = card.get("live", {}).get(card["checkpoint"], {}).get("stream")
     if live:
         latency = live["latency_s"]["median"] if live["latency_s"] else float("nan")
-        figures += (f"\nlive: {live['letter_accuracy']:.1%} letter accuracy on {live['signs']} signed letters of {live['videos']} held-out videos, "
-                    f"{live['false_events_per_idle_minute']:.1f} false letters per idle minute, median latency {latency:.2f} s")
+        figures += (
+            f"\nlive: {live['letter_accuracy']:.1%} letter accuracy on {live['signs']} signed letters of {live['videos']} held-out videos, "
+            f"{live['false_events_per_idle_minute']:.1f} false letters per idle minute, median latency {latency:.2f} s"
+        )
     threshold, epochs = card["config"]["until_accuracy"], card["training"]["epochs"]
     if threshold is None:
         stopped = f"{epochs} epochs"
@@ -264,12 +344,15 @@ def training_summary(output: Path, card: dict) -> str:
         stopped = f"{epochs} of at most {card['config']['max_epochs']} epochs: {threshold:.0%} reached"
     else:
         stopped = f"{epochs} epochs, the cap: {threshold:.0%} NOT reached (more --max-epochs, or another --seed)"
-    return summary("trained", [
-        ("model", f"{checkpoint} ({checkpoint.stat().st_size / 1e6:.1f} MB), labels.txt and model_card.json beside it"),
-        ("validation", figures),
-        ("time", f"{card['training']['seconds']:.0f} s, {stopped}"),
-        ("next", f"python -m conversion.to_tflite --checkpoint {checkpoint}"),
-    ])
+    return summary(
+        "trained",
+        [
+            ("model", f"{checkpoint} ({checkpoint.stat().st_size / 1e6:.1f} MB), labels.txt and model_card.json beside it"),
+            ("validation", figures),
+            ("time", f"{card['training']['seconds']:.0f} s, {stopped}"),
+            ("next", f"python -m conversion.to_tflite --checkpoint {checkpoint}"),
+        ],
+    )
 
 
 if __name__ == "__main__":

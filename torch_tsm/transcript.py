@@ -131,7 +131,9 @@ class Alignment:
         return self.substitutions + self.deletions + self.insertions
 
 
-def align(truth: list[str], printed: list[str], truth_ends: list[float] | None = None, printed_times: list[float] | None = None) -> Alignment:
+def align(
+    truth: list[str], printed: list[str], truth_ends: list[float] | None = None, printed_times: list[float] | None = None
+) -> Alignment:
     """The edit distance between two letter sequences, with its operations. Of the alignments with that
     distance, the one whose paired letters lie nearest in time (each printed letter's time against its sign's
     end, when the times are given): so a letter printed twice pairs its first print with the sign."""
@@ -194,7 +196,11 @@ def live_figures(videos: list[tuple[VideoTruth, list[tuple[float, str]]]]) -> di
     for truth, printed in videos:
         ends = [end / truth.fps for _, _, end in truth.signs]
         alignment = align([label for label, _, _ in truth.signs], [label for _, label in printed], ends, [time for time, _ in printed])
-        substitutions, deletions, insertions = substitutions + alignment.substitutions, deletions + alignment.deletions, insertions + alignment.insertions
+        substitutions, deletions, insertions = (
+            substitutions + alignment.substitutions,
+            deletions + alignment.deletions,
+            insertions + alignment.insertions,
+        )
         signs += len(truth.signs)
         idle += truth.idle_seconds
         for t, p in alignment.pairs:
@@ -214,7 +220,9 @@ def live_figures(videos: list[tuple[VideoTruth, list[tuple[float, str]]]]) -> di
     }
 
 
-def printed_letters(probabilities: np.ndarray, kept_frames: np.ndarray, fps: float, labels: list[str], rule: DecisionRule) -> list[tuple[float, str]]:
+def printed_letters(
+    probabilities: np.ndarray, kept_frames: np.ndarray, fps: float, labels: list[str], rule: DecisionRule
+) -> list[tuple[float, str]]:
     # (L, K) probabilities of the kept frames, (L,) their frame numbers in the video -> (time s, label) of each letter
     return [(kept_frames[i] / fps, labels[k]) for i, k in transcribe(probabilities, labels, rule)]
 

@@ -11,6 +11,7 @@ from torch_tsm import augment
 from torch_tsm.augment import ClipAugmentation, defocus
 from torch_tsm.datamodule import ClipDataModule
 from torch_tsm.datasets import (
+    IDLE_CLIPS_PER_CLASS,
     IDLE_MARGIN_FRAMES,
     IDLE_MIN_FRAMES,
     BukvaVideo,
@@ -330,7 +331,7 @@ def test_bukva_originals_give_idle_no_event_clips(tmp_path, caplog):
             ("whole", "no_event", 0, 20),  # a no_event row without begin/end: the whole video
         ]
     )
-    assert report.no_event_clips == {"labelled": 2, "idle": 3}
+    assert report.no_event_clips == {"labelled": 2, "idle": 3, "idle_left_out": 0}
     assert "8 clips, 2 skipped; no_event clips: 2 labelled, 3 from idle parts" in caplog.text
     assert "empty: begin/end '9'/'9': an empty range" in caplog.text
     assert "late.mp4: begin/end 45/50 start past the video's 40 frames" in caplog.text
@@ -342,7 +343,25 @@ def test_bukva_originals_give_idle_no_event_clips(tmp_path, caplog):
     assert [(BUKVA_LABELS[c.label], c.start, c.num_frames) for c in held] == [("В", 20, 10), ("no_event", 38, 22)]  # the same split
     data = ClipDataModule("bukva", root, bukva_source="original")
     data.clips("train")
-    assert data.no_event_clips == {"train": {"labelled": 2, "idle": 3}}
+    assert data.no_event_clips == {"train": {"labelled": 2, "idle": 3, "idle_left_out": 0}}
+
+
+def test_idle_clips_are_capped_at_a_few_times_a_sign_class(tmp_path, caplog):
+    # 4 signs of 2 classes, each video with an idle part before and after its sign: 8 idle clips, where
+    # IDLE_CLIPS_PER_CLASS x the mean class (2 clips) keeps 6, evenly through the rows: the 1st, 2nd, 4th, 5th, 7th, 8th
+    rows = [(f"v{i}", "АБ"[i % 2], True, 24, 36) for i in range(4)]
+    root = idle_tree(tmp_path, rows, {f"v{i}": 60 for i in range(4)})
+    with caplog.at_level(logging.INFO):
+        clips, report = read_bukva(root, "train", source="original")
+    assert IDLE_CLIPS_PER_CLASS == 3
+    assert report.no_event_clips == {"labelled": 0, "idle": 6, "idle_left_out": 2}
+    idle = [(c.path.stem, c.start) for c in clips if BUKVA_LABELS[c.label] == "no_event"]
+    assert idle == [("v0", 0), ("v0", 44), ("v1", 44), ("v2", 0), ("v3", 0), ("v3", 44)]
+    assert sorted((c.path.stem, BUKVA_LABELS[c.label]) for c in clips if c.label) == [("v0", "А"), ("v1", "Б"), ("v2", "А"), ("v3", "Б")]
+    assert (
+        "10 clips, 0 skipped; no_event clips: 0 labelled, 6 from idle parts (2 more left out: at most 3x a sign class's clips)"
+        in caplog.text
+    )
 
 
 def test_trimmed_bukva_gives_no_event_rows_only(tmp_path):
@@ -353,7 +372,7 @@ def test_trimmed_bukva_gives_no_event_rows_only(tmp_path):
         ("quiet", "no_event", 0, 40),
         ("whole", "no_event", 0, 20),
     ]
-    assert report.no_event_clips == {"labelled": 2, "idle": 0} and len(clips) == 7
+    assert report.no_event_clips == {"labelled": 2, "idle": 0, "idle_left_out": 0} and len(clips) == 7
 
 
 def decoded_letterboxed(path, size):

@@ -160,7 +160,7 @@ def test_original_videos_are_kept_whole_with_the_signs_place(prepared_originals)
         clips, report = read_frame_folders(output, split)
         from_frames = sorted((Path(c.name).name, c.label, int(c.frame_paths[0].stem), c.num_frames) for c in clips)
         assert from_frames == from_video
-    assert report.no_event_clips == {"labelled": 0, "idle": 1}  # val: p3's idle part after [20, 30)
+    assert report.no_event_clips == {"labelled": 0, "idle": 1, "idle_left_out": 0}  # val: p3's idle part after [20, 30)
 
 
 def test_prepared_originals_are_continuous_videos(prepared_originals):

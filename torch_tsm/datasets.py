@@ -63,6 +63,11 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 # image, which a camera never shows) and would be mostly the signer's hands moving anyway.
 IDLE_MARGIN_FRAMES = 8
 IDLE_MIN_FRAMES = 16
+# Idle parts outnumber any one sign 30-60 times in Bukva's original videos (up to two per video, one video
+# per sign, 33 signs): kept in full they would make no_event the safe answer to every clip. At most
+# IDLE_CLIPS_PER_CLASS times the mean sign class's clip count are kept, evenly through the rows (so every
+# signer keeps some); the rest are counted as left out. Rows labelled no_event are all kept.
+IDLE_CLIPS_PER_CLASS = 3
 
 
 class ClipSource(Protocol):
@@ -114,8 +119,9 @@ class SkipReport:
         self.what = what
         self.unit = unit
         self.problems: list[str] = []
-        # Kept no_event clips by origin ("labelled": rows so labelled, "idle": idle parts of a video
-        # around its sign), for the summary line and the model card; None where the data has no such class.
+        # no_event clips by origin ("labelled": rows so labelled, "idle": idle parts of a video around its
+        # sign, "idle_left_out": idle parts beyond IDLE_CLIPS_PER_CLASS), for the summary line and the
+        # model card; None where the data has no such class.
         self.no_event_clips: dict[str, int] | None = None
 
     def skip(self, problem: str) -> None:
@@ -129,7 +135,10 @@ class SkipReport:
                 f"{line}: no usable {self.unit.rstrip('s')}" + (f" (first problem: {self.problems[0]})" if self.problems else "")
             )
         if self.no_event_clips is not None:
-            line += f"; no_event clips: {self.no_event_clips['labelled']} labelled, {self.no_event_clips['idle']} from idle parts"
+            counts = self.no_event_clips
+            line += f"; no_event clips: {counts['labelled']} labelled, {counts['idle']} from idle parts"
+            if counts["idle_left_out"]:
+                line += f" ({counts['idle_left_out']} more left out: at most {IDLE_CLIPS_PER_CLASS}x a sign class's clips)"
         log.info(line) if not self.problems else log.warning(line)
         return line
 
@@ -201,35 +210,45 @@ def idle_spans(begin: int, end: int, length: int) -> list[tuple[int, int]]:
 
 def clip_spans(
     name: str, label: int, cut: tuple[int, int] | None, length: int, no_event: int | None, report: SkipReport
-) -> list[tuple[int, int, int]]:
+) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
     """The clips of one annotated video of `length` frames, as (start, stop, label): the row's own clip
-    ([begin, end) when cut, else the whole video) and, around a sign whose place is known, the idle parts
-    as `no_event` clips. Counted in report.no_event_clips; a sign past the video's end is reported."""
+    ([begin, end) when cut, else the whole video), and apart, around a sign whose place is known, the idle
+    parts as `no_event` clips. A sign past the video's end is reported (no clips)."""
     begin, end = cut or (0, length)
     if _starts_past_end(name, begin, end, length, report):
-        return []
-    spans = [(begin, end, label)]
+        return [], []
     if label == no_event:
         report.no_event_clips["labelled"] += 1
-    elif cut is not None and no_event is not None:
-        spans += [(start, stop, no_event) for start, stop in idle_spans(begin, end, length)]
-        report.no_event_clips["idle"] += len(spans) - 1
-    return spans
+    if no_event is None or cut is None or label == no_event:
+        return [(begin, end, label)], []
+    return [(begin, end, label)], [(start, stop, no_event) for start, stop in idle_spans(begin, end, length)]
+
+
+def with_idle_clips(clips: list, idle: list, no_event: int, report: SkipReport) -> list:
+    """`clips` and, of the idle no_event clips, at most IDLE_CLIPS_PER_CLASS times the mean sign class's clip
+    count, evenly through the list; counted in report.no_event_clips."""
+    signs = [clip.label for clip in clips if clip.label != no_event]
+    limit = IDLE_CLIPS_PER_CLASS * len(signs) // max(1, len(set(signs)))
+    kept = idle if len(idle) <= limit else [idle[i] for i in np.linspace(0, len(idle) - 1, limit).round().astype(int)]
+    report.no_event_clips |= {"idle": len(kept), "idle_left_out": len(idle) - len(kept)}
+    return clips + kept
 
 
 def read_bukva(root: Path, split: str, source: str = "trimmed") -> tuple[list[VideoClip], SkipReport]:
     """Clips of the Bukva layout for split 'train' (train=True) or 'val' (train=False): each row's clip
     and, for original videos, the idle parts around its sign as no_event clips (report.no_event_clips)."""
     report = SkipReport(f"bukva {split} ({root})")
-    report.no_event_clips = {"labelled": 0, "idle": 0}
+    report.no_event_clips = {"labelled": 0}
     entries = bukva_entries(root, source, report, split)
     probes = _probe_all([entry.path for entry in entries], report)
     no_event = BUKVA_LABELS.index(NO_EVENT)
-    clips = []
+    clips, idle = [], []
     for entry, probe in zip(entries, probes):
         if probe is not None:
-            for start, stop, label in clip_spans(str(entry.path), entry.label, entry.cut, probe.frames, no_event, report):
-                clips.append(VideoClip(entry.path, label, stop - start, start=start))
+            own, around = clip_spans(str(entry.path), entry.label, entry.cut, probe.frames, no_event, report)
+            clips += [VideoClip(entry.path, label, stop - start, start=start) for start, stop, label in own]
+            idle += [VideoClip(entry.path, label, stop - start, start=start) for start, stop, label in around]
+    clips = with_idle_clips(clips, idle, no_event, report)
     report.summary(len(clips))
     return clips, report
 
@@ -351,12 +370,14 @@ def read_frame_folders(root: Path, split: str) -> tuple[list[FrameFolderClip], S
     report = SkipReport(f"frames {split} ({root})")
     no_event = labels.index(NO_EVENT) if NO_EVENT in labels else None
     if no_event is not None:
-        report.no_event_clips = {"labelled": 0, "idle": 0}
-    clips = []
+        report.no_event_clips = {"labelled": 0}
+    clips, idle = [], []
     for row in frame_folder_rows(root, split, report):
-        name = str(row.frame_paths[0].parent)
-        for start, stop, label in clip_spans(name, row.label, row.cut, len(row.frame_paths), no_event, report):
-            clips.append(FrameFolderClip(row.frame_paths[start:stop], label))
+        own, around = clip_spans(str(row.frame_paths[0].parent), row.label, row.cut, len(row.frame_paths), no_event, report)
+        clips += [FrameFolderClip(row.frame_paths[start:stop], label) for start, stop, label in own]
+        idle += [FrameFolderClip(row.frame_paths[start:stop], label) for start, stop, label in around]
+    if no_event is not None:
+        clips = with_idle_clips(clips, idle, no_event, report)
     report.summary(len(clips))
     return clips, report
 

@@ -7,11 +7,13 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
+import yaml
 
 from torch_tsm.datamodule import ClipDataModule
 from torch_tsm.datasets import ClipDataset
@@ -63,7 +65,7 @@ def test_short_training_run_learns(learning_run):
     assert card["validation"]["accuracy"] >= 0.4  # 11 classes: chance is 0.09
     assert card["config"]["flip"] is False  # the built-in clips are drawn left-right symmetric already
     assert card["config"]["flip_pairs"] == [["move_right", "move_left"]]  # what --flip would swap
-    assert card["config"]["until_accuracy"] is None and card["training"]["epochs"] == 3
+    assert card["config"]["until_accuracy"] == "off" and card["training"]["epochs"] == 3
     assert (output / "labels.txt").read_text(encoding="utf-8").split() == card["labels"]
     assert {"best.ckpt", "last.ckpt", "logs"} <= {p.name for p in output.iterdir()}
     model = load_model(output / "best.ckpt")
@@ -93,6 +95,27 @@ def test_training_stops_once_the_validation_accuracy_is_reached(tmp_path):
 )
 def test_until_accuracy_is_on_for_the_built_in_data_only(flags, expected):
     assert stop_accuracy(parse_args(flags)) == expected
+
+
+def test_a_run_writes_the_configuration_it_ran_which_runs_again(tmp_path, capsys):
+    # One epoch on a few tiny clips, its options from a file and a flag. config.yaml holds what the card holds,
+    # every option, the data kind's defaults resolved; --config config.yaml is the same configuration again.
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("lr: 0.001\nmax_epochs: 1\nsynthetic_clips: [16, 8]\nshift: bidirectional\n", encoding="utf-8")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        output = main(["--config", str(recipe), "--output", str(tmp_path / "run"), *TINY, "--seed", "3"])
+    # the run folder already holds the run's logs/ when Lightning looks at it: nothing worth a warning
+    assert not [w for w in caught if "exists and is not empty" in str(w.message)]
+    config = yaml.safe_load((output / "config.yaml").read_text(encoding="utf-8"))
+    card = json.loads((output / "model_card.json").read_text(encoding="utf-8"))
+    assert config == card["config"]
+    assert (config["lr"], config["max_epochs"], config["seed"], config["image_size"]) == (0.001, 1, 3, 32)
+    assert (config["flip"], config["until_accuracy"], config["stream_training"]) == (False, 0.98, False)
+    assert "output" not in config  # --config RUN/config.yaml trains into a new folder
+    capsys.readouterr()
+    main(["--config", str(output / "config.yaml"), "--print-config"])
+    assert yaml.safe_load(capsys.readouterr().out) == config
 
 
 def test_existing_run_is_not_overwritten(tmp_path):
@@ -150,7 +173,7 @@ def test_bukva_recipe_trains_over_bad_entries(tmp_path, monkeypatch):
     assert card["skipped_clips"] == {"train": 5, "val": 1} and card["validation_clips"] == 2
     assert card["config"]["flip"] is True and card["config"]["resize"] == "multiscale"  # flip: on by default for bukva
     assert card["config"]["flip_pairs"] == []  # a mirrored letter is the same letter
-    assert card["config"]["until_accuracy"] is None  # trains to --max-epochs: early stopping is the built-in data's
+    assert card["config"]["until_accuracy"] == "off"  # trains to --max-epochs: early stopping is the built-in data's
     assert trainer_arguments["gradient_clip_val"] == 20
     optimizer = torch.load(output / "last.ckpt", map_location="cpu", weights_only=True)["optimizer_states"][0]
     backbone, head = optimizer["param_groups"]

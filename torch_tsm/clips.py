@@ -27,16 +27,17 @@ def update_card(model_dir: Path, labels: list[str], figures: dict, *keys: str) -
 
 
 def data_module(config: dict, data: str | None = None, data_root: Path | None = None) -> ClipDataModule:
-    """The data a model was trained on (its card's config), or other data of the same shape."""
+    """The data a model was trained on (its card's config), or other data of the same shape. What the card does
+    not say keeps ClipDataModule's default."""
+    options = {key: config[key] for key in ("resize", "seed", "bukva_source") if key in config}
+    if "synthetic_clips" in config:
+        options["synthetic_sizes"] = tuple(config["synthetic_clips"])
     return ClipDataModule(
         data=data or config["data"],
         data_root=data_root if data else config.get("data_root"),
         num_segments=config["num_segments"],
         image_size=config["image_size"],
-        resize=config.get("resize", "letterbox"),
-        seed=config.get("seed", 0),
-        synthetic_sizes=tuple(config.get("synthetic_clips", (1600, 400))),
-        bukva_source=config.get("bukva_source", "trimmed"),
+        **options,
     )
 
 

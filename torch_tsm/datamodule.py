@@ -67,10 +67,10 @@ class ClipDataModule(pl.LightningDataModule):
         batch_size: int = 12,
         num_workers: int | None = None,  # None: every usable core
         resize: str = "letterbox",
-        flip: bool | None = None,
-        flip_pairs: Sequence[tuple[str, str]] | None = None,
-        photometric: bool | None = None,
-        blur: bool | None = None,
+        flip: bool | None = None,  # None: on for bukva and frames, off for synthetic
+        flip_pairs: Sequence[tuple[str, str]] | None = None,  # None: the data kind's (FLIP_PAIRS)
+        photometric: bool = PHOTOMETRIC_DEFAULT,
+        blur: bool = BLUR_DEFAULT,
         seed: int = 0,
         synthetic_sizes: tuple[int, int] = (1600, 400),
         bukva_source: str = "trimmed",
@@ -94,8 +94,8 @@ class ClipDataModule(pl.LightningDataModule):
         # The classes a flip turns into each other: the built-in move_right / move_left; none by default
         # for Bukva (a mirrored letter is the same letter signed with the other hand) and frame folders.
         self.flip_pairs = [tuple(pair) for pair in (flip_pairs if flip_pairs is not None else FLIP_PAIRS.get(data, []))]
-        self.photometric = PHOTOMETRIC_DEFAULT if photometric is None else photometric
-        self.blur = BLUR_DEFAULT if blur is None else blur
+        self.photometric = photometric
+        self.blur = blur
         self.seed = seed
         self.synthetic_sizes = synthetic_sizes
         self.bukva_source = bukva_source

@@ -23,7 +23,7 @@ class TSMClassifier(pl.LightningModule):
         labels: list[str],
         num_segments: int = 8,
         width_mult: float = 0.5,
-        shift: str = "bidirectional",
+        shift: str = "causal",  # the one-way shift a live stream can run; "bidirectional": the paper's offline one; "none": TSN
         image_size: int = 64,
         pretrained: str | None = None,
         lr: float = 2e-3,

@@ -4,9 +4,12 @@ behind README's "A stream remembers more than a clip".
 On the run's 200 held-out clips (every class in turn), each a window of T frames, three decisions:
 - clip: the clip model on the clip alone (zero shift boundary at its first frame);
 - after cuts: the clips played back to back as one stream (a shuffled order, hard cuts), each decided
-  at its last frame by the mean of its T frame logits, with the previous clips in the stream's state;
+  at its last frame, with the previous clips in the stream's state;
 - held: each clip played 5 times in a row as one stream and decided at the end: a static sign held
   (played forward and backward in turn) or a motion repeated, as a user shows a sign to a camera.
+A clip is decided as the clip model decides it, by the mean of its T frame logits; the stream as the model
+card's `validation.stream_accuracy` decides it (torch_tsm.metrics.stream_window_logits: the mean of its
+last T/2 frames' logits, the frames that stream training teaches to show the sign).
 A stream is computed as the clip model on the stream as one clip (MobileNetV2TSM.frame_logits), which is
 what the streaming model computes frame by frame.
 
@@ -20,10 +23,16 @@ import numpy as np
 import torch
 
 from torch_tsm.clips import held_out_clips, read_card
+from torch_tsm.metrics import stream_window_logits
 from torch_tsm.model import load_model
 from torch_tsm.synthetic import STATIC_GLYPHS
 
 CLIPS, PLAYS = 200, 5
+
+
+def stream_decision(frame_logits: np.ndarray, t: int) -> int:
+    # (L, K) -> the class the stream decides at its last frame, from its last T frames
+    return int(stream_window_logits(torch.from_numpy(frame_logits[None, -t:]))[0].argmax())
 
 
 def stream_frame_logits(model, frames: np.ndarray) -> np.ndarray:
@@ -49,11 +58,11 @@ def decisions(run: Path) -> dict[str, float]:
     # and no others: each clip is decided from its own frames and the `depth` before it, exactly.
     depth = len(model.shifted_blocks())
     after_cuts = np.array(
-        [stream_frame_logits(model, stream[max(0, i * t - depth) : (i + 1) * t])[-t:].mean(0).argmax() for i in range(len(clips))]
+        [stream_decision(stream_frame_logits(model, stream[max(0, i * t - depth) : (i + 1) * t]), t) for i in range(len(clips))]
     )
     held = np.array(
         [
-            stream_frame_logits(model, held_stream(c, model.labels[label] in STATIC_GLYPHS))[-t:].mean(0).argmax()
+            stream_decision(stream_frame_logits(model, held_stream(c, model.labels[label] in STATIC_GLYPHS)), t)
             for c, label in zip(clips, labels)
         ]
     )

@@ -117,7 +117,7 @@ def test_stream_logits_of_the_card_play_the_clips_back_to_back_as_streams():
     for members in ([0, 3, 6], [1, 4], [2, 5]):
         with torch.no_grad():
             frame_logits = model.frame_logits(clips[members].flatten(0, 1)[None])[0]  # (len * T, K)
-        expected = frame_logits.view(len(members), 4, -1).mean(1)
+        expected = frame_logits.view(len(members), 4, -1)[:, 2:].mean(1)  # each clip's last T/2 = 2 frames
         assert normalized_max_abs(logits[members].numpy(), expected.numpy()) <= parity.FLOAT_MAX_ABS_NORMALIZED
     with torch.no_grad():  # behind other clips, not from zero buffers: a figure of its own
         assert normalized_max_abs(logits[3:].numpy(), model(clips[3:]).numpy()) > 100 * parity.FLOAT_MAX_ABS_NORMALIZED

@@ -16,14 +16,22 @@ from torch_tsm.transcript import VideoTruth, softmax
 LIVE_VIDEOS = 40  # continuous videos of 5 signs: the 200 signs behind the live figures of a card
 
 
+def stream_window_logits(frame_logits: Tensor) -> Tensor:
+    """(N, T, K) -> (N, K): a stream's decision on its last T frames, the mean of the last T/2 frames' logits.
+    A model trained for the stream learns a sign's class from half-way through the sign (torch_tsm.sequences),
+    and a frame just after a cut or a sign still remembers what came before it; the live decision rule
+    (torch_tsm.transcript) likewise smooths over a few frames, never across a change of sign."""
+    return frame_logits[:, -(frame_logits.shape[1] // 2) :].mean(dim=1)
+
+
 @torch.no_grad()
 def predict_logits(model: MobileNetV2TSM, dataset: ClipDataset, batch_size: int = 16) -> tuple[Tensor, Tensor, Tensor | None]:
     """(M, K) clip logits and (M,) labels over the clips that decoded; for a causal model also (M, K) the
     same clips decided as a live stream decides them (None otherwise), from the same decoded clips.
 
     The streams: `batch_size` of them, stream j playing clip j of every batch in turn, hard cuts between
-    them, its buffers carried from clip to clip. A clip's stream logits are the window decision at its
-    last frame (the mean of its T frames' logits, as `predict` shows it), computed behind whatever came before."""
+    them, its buffers carried from clip to clip. A clip's stream logits are the stream's decision at its last
+    frame (stream_window_logits), computed behind whatever came before."""
     model.eval()
     streaming = StreamingTSM(model) if model.shift == "causal" else None
     outputs, streamed, targets, buffers = [], [], [], None
@@ -38,7 +46,7 @@ def predict_logits(model: MobileNetV2TSM, dataset: ClipDataset, batch_size: int 
                 buffers = [zeros.expand(len(clips), *zeros.shape[1:]) for zeros in streaming.zero_buffers(clips.shape[-1])]
             buffers = [buffer[: len(clips)] for buffer in buffers]  # a short last batch ends the streams beyond it
             frame_logits, buffers = streaming.play(clips, buffers)
-            streamed.append(frame_logits.mean(dim=1))
+            streamed.append(stream_window_logits(frame_logits))
     return torch.cat(outputs), torch.cat(targets), torch.cat(streamed) if streaming is not None else None
 
 

@@ -7,9 +7,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 import conversion  # noqa: F401  (torch's compiler before TensorFlow: see conversion/__init__.py)
+
+# isort: split
+import tensorflow as tf
 
 
 def convert(function, ops: list, uint8: bool = False) -> bytes:

@@ -8,7 +8,6 @@ The Bukva authors' recipe (SGD, 10x learning rate on the classifier, clipping, m
 """
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -21,6 +20,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
 from torch_tsm.augment import parse_flip_pairs
+from torch_tsm.card import write_card
 from torch_tsm.cli import add_verbose_flag, run, setup, summary, user_errors
 from torch_tsm.datamodule import DATA_KINDS, ClipDataModule
 from torch_tsm.errors import UserError
@@ -306,7 +306,7 @@ def write_model_card(output: Path, args: argparse.Namespace, data: ClipDataModul
     }
     if model.shift == "causal" and data.data == "synthetic":
         card["decision"], card["live"] = live_card(model, data)
-    (output / "model_card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_card(output, card)
     return card
 
 

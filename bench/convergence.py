@@ -9,7 +9,6 @@ uint8 model's agreement with PyTorch on the held-out clips, which the conversion
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from bench.common import markdown_table
 from bench.determinism import AVX2
 from tests.fixture_model import RECIPE as FIXTURE_RECIPE
 from tests.test_training import LEARNING_RECIPE
+from torch_tsm.card import read_card
 
 # name -> (training flags, converted?)
 RECIPES: dict[str, tuple[list[str], bool]] = {
@@ -50,10 +50,10 @@ def cell(recipe: str, seed: int, instructions: str, folder: Path) -> list[str]:
             env=environment,
             capture_output=True,
         )
-    card = json.loads((run / "model_card.json").read_text(encoding="utf-8"))  # training's figures, and conversion's
+    card = read_card(run)  # training's figures, and conversion's
     agreement = "not converted"
     if converted:
-        row = next(row for row in card["conversion"]["onnx"]["parity"] if row["route"] == "tflite-u8" and row["inputs"] == "held-out clips")
+        row = next(row for row in card["conversion"]["onnx"]["parity"] if row["stage"] == "tflite-u8" and row["inputs"] == "held-out clips")
         agreement = f"{row['top1_agree']:.1%}, {row['accuracy']:.1%} vs {row['torch_accuracy']:.1%} ({row['verdict']})"
     validation = card["validation"]
     return [

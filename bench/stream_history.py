@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from torch_tsm.clips import held_out_clips, read_card
+from torch_tsm.card import read_card
+from torch_tsm.clips import held_out_clips
 from torch_tsm.metrics import stream_window_logits
 from torch_tsm.model import load_model
 from torch_tsm.synthetic import STATIC_GLYPHS

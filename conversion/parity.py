@@ -1,15 +1,14 @@
-"""The parity contract (docs/parity.md): measures, bounds, the route table, and its CLI.
+"""The parity contract (docs/parity.md): measures, bounds, the stage table, and its CLI.
 
     python -m conversion.parity MODEL_DIR
 
 runs every converted model found in MODEL_DIR (clip and streaming) against the PyTorch checkpoint on held-out clips and
 random pixels, and every uint8 model on the held-out clips under camera-like changes (torch_tsm.camera),
-prints the route-by-measure table, writes it into model_card.json and exits non-zero when a route
+prints the stage-by-measure table, writes it into model_card.json and exits non-zero when a stage
 misses its bound. The bounds below are the only definition of them in the project.
 """
 
 import argparse
-import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,21 +16,21 @@ from pathlib import Path
 import numpy as np
 
 from conversion.errors import ConversionError
-from torch_tsm.errors import UserError, reading
+from torch_tsm.errors import UserError
 
-# Float routes: normalized max |logit difference| and arg-max agreement.
+# Float stages: normalized max |logit difference| and arg-max agreement.
 FLOAT_MAX_ABS_NORMALIZED = 1e-4
 FLOAT_TOP1_AGREE = 1.0
-# Quantized routes: arg-max agreement and accuracy, judged only on enough held-out clips.
+# Quantized stages: arg-max agreement and accuracy, judged only on enough held-out clips.
 UINT8_TOP1_AGREE = 0.98
 UINT8_ACCURACY_POINTS = 1.0
 UINT8_MIN_CLIPS = 200
-# Quantized routes on the held-out clips under each camera change: the uint8 accuracy bound, and
+# Quantized stages on the held-out clips under each camera change: the uint8 accuracy bound, and
 # arg-max agreement a point lower (a change can move clips onto the decision boundary).
 CHANGED_TOP1_AGREE = 0.97
 HELD_OUT, RANDOM_PIXELS = "held-out clips", "random pixels"
 
-ROUTE_FILES = {  # route id -> file in a converted model folder
+STAGE_FILES = {  # stage -> file in a converted model folder
     "onnx": "model.onnx",
     "savedmodel": "saved_model",
     "tflite-f32": "model_float32.tflite",
@@ -39,7 +38,7 @@ ROUTE_FILES = {  # route id -> file in a converted model folder
     "keras-tflite-f32": "model_keras_float32.tflite",
     "keras-tflite-u8": "model_keras_uint8.tflite",
 }
-STREAMING_FILES = {  # conversion route -> {route id: file} of the streaming models (conversion.streaming)
+STREAMING_FILES = {  # conversion route -> {stage: file} of the streaming models (conversion.streaming)
     "onnx": {
         "stream-onnx": "model_streaming.onnx",
         "stream-f32": "model_streaming_float32.tflite",
@@ -50,14 +49,14 @@ STREAMING_FILES = {  # conversion route -> {route id: file} of the streaming mod
 
 
 def tflite_stage(route: str, precision: str) -> str:
-    """The route id of a conversion route's "f32" or "u8" streaming TFLite model (its key in STREAMING_FILES[route])."""
+    """The parity stage of a conversion route's "f32" or "u8" streaming TFLite model (its key in STREAMING_FILES[route])."""
     (stage,) = [stage for stage in STREAMING_FILES[route] if stage.endswith(precision)]
     return stage
 
 
 @dataclass
-class RouteParity:
-    route: str
+class StageParity:
+    stage: str
     inputs: str  # HELD_OUT, RANDOM_PIXELS, or a camera change of the held-out clips (torch_tsm.camera)
     clips: int
     max_abs: float
@@ -86,15 +85,15 @@ class RouteParity:
         return {**asdict(self), "verdict": self.verdict}
 
 
-def measure(route: str, inputs: str, reference: np.ndarray, logits: np.ndarray, labels: np.ndarray | None, quantized: bool) -> RouteParity:
-    """reference/logits (M, K): the PyTorch model's and the route's logits on the same clips."""
+def measure(stage: str, inputs: str, reference: np.ndarray, logits: np.ndarray, labels: np.ndarray | None, quantized: bool) -> StageParity:
+    """reference/logits (M, K): the PyTorch model's and the stage's logits on the same clips."""
     max_abs = float(np.abs(logits - reference).max())
     accuracy = torch_accuracy = None
     if labels is not None:
         accuracy = float((logits.argmax(1) == labels).mean())
         torch_accuracy = float((reference.argmax(1) == labels).mean())
-    return RouteParity(
-        route,
+    return StageParity(
+        stage,
         inputs,
         len(reference),
         max_abs,
@@ -111,36 +110,36 @@ def random_pixel_clips(count: int, num_segments: int, image_size: int, seed: int
     return np.random.default_rng(seed).integers(0, 256, (count, num_segments, image_size, image_size, 3), dtype=np.uint8)
 
 
-def table(rows: list[RouteParity]) -> str:
+def table(rows: list[StageParity]) -> str:
     header = (
-        f"{'route':<18}{'inputs':<17}{'clips':>6}{'max_abs':>11}{'normalized':>12}{'top1_agree':>12}{'accuracy':>10}{'torch':>8}  verdict"
+        f"{'stage':<18}{'inputs':<17}{'clips':>6}{'max_abs':>11}{'normalized':>12}{'top1_agree':>12}{'accuracy':>10}{'torch':>8}  verdict"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
         accuracy = f"{row.accuracy:>10.4f}{row.torch_accuracy:>8.4f}" if row.accuracy is not None else f"{'-':>10}{'-':>8}"
         lines.append(
-            f"{row.route:<18}{row.inputs:<17}{row.clips:>6}{row.max_abs:>11.2e}{row.max_abs_normalized:>12.2e}{row.top1_agree:>12.4f}{accuracy}  {row.verdict}"
+            f"{row.stage:<18}{row.inputs:<17}{row.clips:>6}{row.max_abs:>11.2e}{row.max_abs_normalized:>12.2e}{row.top1_agree:>12.4f}{accuracy}  {row.verdict}"
         )
     return "\n".join(lines)
 
 
-def check_routes(
+def check_stages(
     runners: dict, reference_runner, clips: np.ndarray, labels: np.ndarray | None, random_clips: np.ndarray, changes: dict | None = None
-) -> list[RouteParity]:
-    """runners: route id -> runner; every route on the held-out clips and on random pixels, and the
-    quantized routes on the held-out clips under each of `changes` (name -> change of clips)."""
-    quantized = {route: runner for route, runner in runners.items() if route.endswith("u8")}
+) -> list[StageParity]:
+    """runners: stage -> runner; every stage on the held-out clips and on random pixels, and the
+    quantized stages on the held-out clips under each of `changes` (name -> change of clips)."""
+    quantized = {stage: runner for stage, runner in runners.items() if stage.endswith("u8")}
     families = [(HELD_OUT, clips, runners), (RANDOM_PIXELS, random_clips, runners)]
     families += [(name, change(clips), quantized) for name, change in (changes or {}).items()]
     rows = []
     for inputs, batch, family in families:
         reference = reference_runner(batch)
-        rows += measure_routes(family, inputs, batch, reference, None if inputs == RANDOM_PIXELS else labels)
+        rows += measure_stages(family, inputs, batch, reference, None if inputs == RANDOM_PIXELS else labels)
     return rows
 
 
-def measure_routes(runners: dict, inputs: str, clips: np.ndarray, reference: np.ndarray, labels: np.ndarray | None) -> list[RouteParity]:
-    return [measure(route, inputs, reference, runner(clips), labels, route.endswith("u8")) for route, runner in runners.items()]
+def measure_stages(runners: dict, inputs: str, clips: np.ndarray, reference: np.ndarray, labels: np.ndarray | None) -> list[StageParity]:
+    return [measure(stage, inputs, reference, runner(clips), labels, stage.endswith("u8")) for stage, runner in runners.items()]
 
 
 class StageChecker:
@@ -150,18 +149,18 @@ class StageChecker:
         self.clips, self.labels, self.random_clips = clips, labels, random_clips
         # The PyTorch logits, computed once for every stage's check
         self.reference = {HELD_OUT: reference(clips), RANDOM_PIXELS: reference(random_clips)}
-        self.rows: list[RouteParity] = []
+        self.rows: list[StageParity] = []
 
-    def check(self, route: str, runner, stop: bool = True) -> None:
+    def check(self, stage: str, runner, stop: bool = True) -> None:
         """stop=False records a miss without raising (--keep-failed-uint8)."""
-        new = measure_routes({route: runner}, HELD_OUT, self.clips, self.reference[HELD_OUT], self.labels)
-        new += measure_routes({route: runner}, RANDOM_PIXELS, self.random_clips, self.reference[RANDOM_PIXELS], None)
+        new = measure_stages({stage: runner}, HELD_OUT, self.clips, self.reference[HELD_OUT], self.labels)
+        new += measure_stages({stage: runner}, RANDOM_PIXELS, self.random_clips, self.reference[RANDOM_PIXELS], None)
         self.rows.extend(new)
         if stop and any(row.verdict == "FAIL" for row in new):
-            raise ConversionError(f"{route} does not match PyTorch:\n{table(new)}")
+            raise ConversionError(f"{stage} does not match PyTorch:\n{table(new)}")
 
     def failed(self) -> list[str]:
-        return sorted({row.route for row in self.rows if row.verdict == "FAIL"})
+        return sorted({row.stage for row in self.rows if row.verdict == "FAIL"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,23 +186,25 @@ def main(argv: list[str] | None = None) -> int:
 
 def check_model_dir(model_dir: Path, clips_count: int, camera_changes: bool = True) -> int:
     """The parity table of every converted model in a model folder, stored in its card; the exit status."""
-    from runtime.clip import KerasRunner, TorchRunner, load_runner
-    from runtime.stream import load_stream_runner
+    from runtime.clip import KerasRunner
+    from runtime.models import open_model
     from torch_tsm.camera import CAMERA_CHANGES
-    from torch_tsm.clips import held_out_clips, read_card
-    from torch_tsm.model import load_model
+    from torch_tsm.card import read_card, write_card
+    from torch_tsm.clips import held_out_clips
 
     card = read_card(model_dir)
     checkpoint = model_dir / card.get("checkpoint", "best.ckpt")
-    with reading(checkpoint, "checkpoint"):
-        model = load_model(checkpoint)
-    runners = {route: load_runner(model_dir / name) for route, name in ROUTE_FILES.items() if (model_dir / name).exists()}
-    for files in STREAMING_FILES.values():
-        for route, name in files.items():
-            if (model_dir / name).exists():
-                with reading(model_dir / name, "streaming model"):
-                    runners[route] = load_stream_runner(model_dir / name)
-    if any(route.startswith("keras") for route in runners):
+    torch_runner = open_model(checkpoint)
+    model = torch_runner.model
+    # each file as the kind its name promises: a clip model, or a streaming model
+    named = [(STAGE_FILES, False), *((files, True) for files in STREAMING_FILES.values())]
+    runners = {
+        stage: open_model(model_dir / name, streaming)
+        for files, streaming in named
+        for stage, name in files.items()
+        if (model_dir / name).exists()
+    }
+    if any(stage.startswith("keras") for stage in runners):
         from tf_reference import from_torch_model
 
         runners["keras"] = KerasRunner(from_torch_model(model, image_size=model.image_size))
@@ -211,10 +212,10 @@ def check_model_dir(model_dir: Path, clips_count: int, camera_changes: bool = Tr
         raise UserError(f"{model_dir}: no converted model; run python -m conversion.to_tflite --checkpoint {checkpoint}")
     clips, labels = held_out_clips(card, clips_count)
     changes = CAMERA_CHANGES if camera_changes else None
-    rows = check_routes(runners, TorchRunner(model), clips, labels, random_pixel_clips(8, model.num_segments, model.image_size), changes)
+    rows = check_stages(runners, torch_runner, clips, labels, random_pixel_clips(8, model.num_segments, model.image_size), changes)
     print(table(rows))
     card["parity"] = [row.as_dict() for row in rows]
-    (model_dir / "model_card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_card(model_dir, card)
     return 1 if any(row.verdict == "FAIL" for row in rows) else 0
 
 

@@ -18,13 +18,11 @@ real streams (calibration clips played frame by frame with the buffers carried o
 buffer holds depends on the frames before.
 
 Every stage is checked against the PyTorch clip model (parity.py bounds: T frames from zero buffers,
-per-frame logits averaged == the clip logits), in a staging folder: the output folder receives the
-route's models (STREAMING_FILES: two TFLite models, and the ONNX model on the onnx route) and labels.txt
-only when every stage has passed.
+per-frame logits averaged == the clip logits) by the conversion pipeline (conversion.pipeline, of which
+StreamingPlan is a plan): the output folder receives the route's models (STREAMING_FILES: two TFLite
+models, and the ONNX model on the onnx route) and labels.txt only when every stage has passed.
 """
 
-import tempfile
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -37,15 +35,13 @@ from tensorflow.lite.tools import flatbuffer_utils  # noqa: E402
 
 from conversion.errors import ConversionError
 from conversion.export_onnx import OPSET, check_and_simplify, unfolded_slices_unreported
-from conversion.inspect import inspect_tflite
+from conversion.inspect import Inspection
 from conversion.onnx_to_tf import onnx_to_saved_model  # noqa: E402
-from conversion.parity import FLOAT_MAX_ABS_NORMALIZED, STREAMING_FILES, StageChecker, random_pixel_clips, table, tflite_stage
+from conversion.parity import FLOAT_MAX_ABS_NORMALIZED, STREAMING_FILES, StageChecker
+from conversion.pipeline import Plan, run_plan
 from conversion.tflite import function_converter  # noqa: E402
-from runtime.clip import TorchRunner
 from runtime.stream import OnnxStreamRunner, StreamingTFLiteRunner, TFStreamRunner, TorchStreamRunner, input_names, output_names
 from tf_reference import streaming_from_torch_model
-from torch_tsm.clips import update_card
-from torch_tsm.labels import write_labels
 from torch_tsm.model import MobileNetV2TSM
 from torch_tsm.streaming import StreamingTSM
 
@@ -243,62 +239,52 @@ def convert_streaming(
     route: "onnx" (ONNX -> onnx2tf SavedModel -> TFLite) or "keras" (the native Keras twin -> TFLite).
     keep_failed_uint8: as conversion.to_tflite.convert.
     """
-    if route not in STREAMING_FILES:
-        raise ValueError(f"unknown route {route!r}; expected one of {tuple(STREAMING_FILES)}")
-    started = time.perf_counter()
-    output_dir = Path(output_dir)
-    model = model.eval()
-    size = model.image_size
-    if size is None:
-        raise ValueError("the model does not know its input size (model.image_size); load it with load_model")
-    streaming = StreamingTSM(model)  # refuses a model without the causal shift
-    calibration = np.stack(list(calibration_clips))
-    if calibration.shape[2:] != (size, size, 3) or calibration.dtype != np.uint8:
-        raise ValueError(f"calibration clips must be uint8 (T, {size}, {size}, 3); got {calibration.dtype} {calibration.shape[1:]}")
-    clips, labels = held_out if held_out is not None else (calibration, None)
-    random_clips = random_pixel_clips(8, model.num_segments, size)
-    files = STREAMING_FILES[route]
-    f32_route, u8_route = tflite_stage(route, "f32"), tflite_stage(route, "u8")
+    return run_plan(StreamingPlan(model.eval(), np.stack(list(calibration_clips)), route), output_dir, held_out, keep_failed_uint8)
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".converting-streaming-", dir=output_dir) as scratch:
-        staging = Path(scratch)
-        checker = StageChecker(TorchRunner(model), clips, labels, random_clips)
-        checker.check("stream-torch", TorchStreamRunner(streaming, size))
-        if route == "onnx":
-            function, owner = _onnx_route(streaming, staging, calibration, checker)
+
+class StreamingPlan(Plan):
+    """The streaming model, one frame and its buffers -> logits and new buffers (STREAMING_FILES[route])."""
+
+    section, scratch_prefix = "streaming", ".converting-streaming-"
+
+    def __init__(self, model: MobileNetV2TSM, calibration: np.ndarray, route: str) -> None:
+        if route not in STREAMING_FILES:
+            raise ValueError(f"unknown route {route!r}; expected one of {tuple(STREAMING_FILES)}")
+        size = model.image_size
+        if size is None:
+            raise ValueError("the model does not know its input size (model.image_size); load it with load_model")
+        self.streaming = StreamingTSM(model)  # refuses a model without the causal shift
+        if calibration.shape[2:] != (size, size, 3) or calibration.dtype != np.uint8:
+            raise ValueError(f"calibration clips must be uint8 (T, {size}, {size}, 3); got {calibration.dtype} {calibration.shape[1:]}")
+        super().__init__(model, calibration, route)
+        self.files = dict(STREAMING_FILES[route])
+
+    def write_tflite(self, staging: Path, checker: StageChecker) -> None:
+        size = self.model.image_size
+        checker.check("stream-torch", TorchStreamRunner(self.streaming, size))
+        if self.route == "onnx":
+            function, owner = _onnx_route(self.streaming, staging, self.calibration, checker)
         else:
-            function, owner = _keras_route(model, checker)  # owner: holds the variables the function reads
+            function, owner = _keras_route(self.model, checker)  # owner: holds the variables the function reads
+        steps = calibration_inputs(TorchStreamRunner(self.streaming, size), calibration_streams(self.calibration))
+        f32, u8 = self.tflite_stages
+        (staging / self.files[f32]).write_bytes(to_float32_streaming_tflite(function))
+        (staging / self.files[u8]).write_bytes(to_uint8_streaming_tflite(function, steps))
 
-        steps = calibration_inputs(TorchStreamRunner(streaming, size), calibration_streams(calibration))
-        (staging / files[f32_route]).write_bytes(to_float32_streaming_tflite(function))
-        (staging / files[u8_route]).write_bytes(to_uint8_streaming_tflite(function, steps))
-        inspections = {name: inspect_tflite(staging / files[name]) for name in (f32_route, u8_route)}
-        for name, inspection in inspections.items():
-            if not inspection.ok:
-                raise ConversionError(f"{name} is not deployable on a stock LiteRT:\n{inspection.report()}")
-        check_buffer_quantization(StreamingTFLiteRunner(staging / files[u8_route]))
-        for name in (f32_route, u8_route):
-            checker.check(name, StreamingTFLiteRunner(staging / files[name]), stop=not (keep_failed_uint8 and name == u8_route))
+    def tflite_runner(self, path: Path) -> StreamingTFLiteRunner:
+        return StreamingTFLiteRunner(path)
 
-        figures = {
-            "files": dict(files),
-            "num_segments": model.num_segments,  # T: a decision is the mean of T frame logits
-            "inputs": input_names(streaming.num_buffers),
-            "outputs": output_names(streaming.num_buffers),
-            "feedback": {f"new_buffer_{i}": f"buffer_{i}" for i in range(streaming.num_buffers)},
-            "size_bytes": {name: (staging / file).stat().st_size for name, file in files.items()},
-            "tflite_ops": {name: dict(inspection.ops.most_common()) for name, inspection in inspections.items()},
-            "parity": [row.as_dict() for row in checker.rows],
-            "failed": checker.failed(),
-            "seconds": round(time.perf_counter() - started, 1),
+    def check_tflite(self, staging: Path) -> None:
+        check_buffer_quantization(StreamingTFLiteRunner(staging / self.files[self.tflite_stages[1]]))
+
+    def figures(self, uint8: Inspection) -> dict:
+        buffers = self.streaming.num_buffers
+        return {
+            "num_segments": self.model.num_segments,  # T: a decision is the mean of T frame logits
+            "inputs": input_names(buffers),
+            "outputs": output_names(buffers),
+            "feedback": {f"new_buffer_{i}": f"buffer_{i}" for i in range(buffers)},
         }
-        write_labels(model.labels, staging / "labels.txt")
-        for file in [*files.values(), "labels.txt"]:
-            (staging / file).replace(output_dir / file)
-    update_card(output_dir, model.labels, figures, "streaming", route)
-    print(table(checker.rows))
-    return figures
 
 
 def _onnx_route(streaming: StreamingTSM, staging: Path, calibration: np.ndarray, checker: StageChecker):

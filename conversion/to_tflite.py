@@ -20,12 +20,8 @@ if __name__ == "__main__":  # python -m: quiet TensorFlow before the imports bel
 
 import argparse
 import errno
-import json
-import shutil
 import signal
 import sys
-import tempfile
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -33,18 +29,19 @@ import numpy as np
 
 from conversion.errors import ConversionError
 from conversion.export_onnx import export_onnx
-from conversion.inspect import inspect_tflite
+from conversion.inspect import Inspection
 from conversion.onnx_to_tf import onnx_to_saved_model
-from conversion.parity import HELD_OUT, ROUTE_FILES, UINT8_MIN_CLIPS, StageChecker, random_pixel_clips, table
+from conversion.parity import HELD_OUT, STAGE_FILES, UINT8_MIN_CLIPS, StageChecker
+from conversion.pipeline import Plan, run_plan
 from conversion.streaming import convert_streaming
 from conversion.tflite import ConverterSource, keras_converter, saved_model_converter, to_float32_tflite, to_uint8_tflite
-from runtime.clip import KerasRunner, OnnxRunner, SavedModelRunner, TFLiteRunner, TorchRunner
+from runtime.clip import KerasRunner, OnnxRunner, SavedModelRunner, TFLiteRunner
 from runtime.live import evaluate_live
 from tf_reference import from_torch_model
+from torch_tsm.card import card_beside, card_path, merge_cards, read_card
 from torch_tsm.cli import add_verbose_flag, run, setup, summary
-from torch_tsm.clips import data_module, load_clips, update_card
+from torch_tsm.clips import data_module, load_clips
 from torch_tsm.errors import UserError, reading, room_to_write
-from torch_tsm.labels import write_labels
 from torch_tsm.model import MobileNetV2TSM, load_model
 
 ROUTES = ("onnx", "keras")
@@ -83,58 +80,41 @@ def convert(
     _describe_model(model, calibration, image_size, labels)
     if streaming:
         return convert_streaming(model, output_dir, calibration, held_out, route, keep_failed_uint8)
-    started = time.perf_counter()
-    output_dir = Path(output_dir)
-    size, segments = model.image_size, model.num_segments
-    if calibration.shape[1:] != (segments, size, size, 3) or calibration.dtype != np.uint8:
-        raise ValueError(
-            f"calibration clips must be uint8 (T={segments}, {size}, {size}, 3); got {calibration.dtype} {calibration.shape[1:]}"
-        )
-    clips, labels = held_out if held_out is not None else (calibration, None)
-    checker = StageChecker(TorchRunner(model), clips, labels, random_pixel_clips(8, segments, size))
+    return run_plan(ClipPlan(model, calibration, route), output_dir, held_out, keep_failed_uint8)
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".converting-", dir=output_dir) as scratch:
-        staging = Path(scratch)
-        if route == "onnx":
-            source = _onnx_route(model, staging, calibration, checker)
-            tflite_routes = ("tflite-f32", "tflite-u8")
-            files = ["onnx", "savedmodel", *tflite_routes]
-        else:
-            source = _keras_route(model, checker)
-            tflite_routes = files = ("keras-tflite-f32", "keras-tflite-u8")
-        f32, u8 = (staging / ROUTE_FILES[r] for r in tflite_routes)
-        f32.write_bytes(to_float32_tflite(source))
-        u8.write_bytes(to_uint8_tflite(source, calibration))
-        inspections = {r: inspect_tflite(staging / ROUTE_FILES[r]) for r in tflite_routes}
-        for name, inspection in inspections.items():
-            if not inspection.ok:
-                raise ConversionError(f"{name} is not deployable on a stock LiteRT:\n{inspection.report()}")
-        for name in tflite_routes:
-            checker.check(name, TFLiteRunner(staging / ROUTE_FILES[name]), stop=not (keep_failed_uint8 and name.endswith("u8")))
-        write_labels(model.labels, staging / "labels.txt")
 
-        uint8 = inspections[tflite_routes[1]]
-        figures = {
-            "files": {name: ROUTE_FILES[name] for name in files},
-            "size_bytes": {name: _size(staging / ROUTE_FILES[name]) for name in files},
-            "tflite_ops": {name: dict(inspection.ops.most_common()) for name, inspection in inspections.items()},
+class ClipPlan(Plan):
+    """The clip model, (1, T, S, S, 3) uint8 pixels -> logits: by ONNX and onnx2tf's SavedModel (both kept
+    beside the TFLite models), or by the native Keras twin."""
+
+    section, scratch_prefix = "conversion", ".converting-"
+
+    def __init__(self, model: MobileNetV2TSM, calibration: np.ndarray, route: str) -> None:
+        size, segments = model.image_size, model.num_segments
+        if calibration.shape[1:] != (segments, size, size, 3) or calibration.dtype != np.uint8:
+            raise ValueError(
+                f"calibration clips must be uint8 (T={segments}, {size}, {size}, 3); got {calibration.dtype} {calibration.shape[1:]}"
+            )
+        super().__init__(model, calibration, route)
+        stages = ("onnx", "savedmodel", "tflite-f32", "tflite-u8") if route == "onnx" else ("keras-tflite-f32", "keras-tflite-u8")
+        self.files = {stage: STAGE_FILES[stage] for stage in stages}
+
+    def write_tflite(self, staging: Path, checker: StageChecker) -> None:
+        source = _onnx_route(self.model, staging, self.calibration, checker) if self.route == "onnx" else _keras_route(self.model, checker)
+        f32, u8 = self.tflite_stages
+        (staging / self.files[f32]).write_bytes(to_float32_tflite(source))
+        (staging / self.files[u8]).write_bytes(to_uint8_tflite(source, self.calibration))
+
+    def tflite_runner(self, path: Path) -> TFLiteRunner:
+        return TFLiteRunner(path)
+
+    def figures(self, uint8: Inspection) -> dict:
+        return {
             "uint8_io": {
                 "input": {"dtype": "uint8", "scale": uint8.inputs[0].scale, "zero_point": uint8.inputs[0].zero_point},
                 "output": {"dtype": "uint8", "scale": uint8.outputs[0].scale, "zero_point": uint8.outputs[0].zero_point},
-            },
-            "parity": [row.as_dict() for row in checker.rows],
-            "failed": checker.failed(),
-            "seconds": round(time.perf_counter() - started, 1),
+            }
         }
-        for name in [*(ROUTE_FILES[f] for f in files), "labels.txt"]:
-            target = output_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            (staging / name).replace(target)
-    update_card(output_dir, model.labels, figures, "conversion", route)
-    print(table(checker.rows))
-    return figures
 
 
 def _describe_model(model: MobileNetV2TSM, calibration: np.ndarray, image_size: int | None, labels: Sequence[str] | None) -> None:
@@ -165,7 +145,7 @@ def default_labels(num_classes: int) -> list[str]:
 
 def _onnx_route(model: MobileNetV2TSM, staging: Path, calibration: np.ndarray, checker: StageChecker) -> ConverterSource:
     size = model.image_size
-    onnx_path, saved_model = staging / ROUTE_FILES["onnx"], staging / ROUTE_FILES["savedmodel"]
+    onnx_path, saved_model = staging / STAGE_FILES["onnx"], staging / STAGE_FILES["savedmodel"]
     export_onnx(model, onnx_path, size)
     checker.check("onnx", OnnxRunner(onnx_path))
     onnx_to_saved_model(onnx_path, saved_model, calibration.reshape(-1, size, size, 3))
@@ -177,10 +157,6 @@ def _keras_route(model: MobileNetV2TSM, checker: StageChecker) -> ConverterSourc
     keras_model = from_torch_model(model, image_size=model.image_size, batch_size=1)
     checker.check("keras", KerasRunner(keras_model))
     return keras_converter(keras_model)
-
-
-def _size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
 def newest_checkpoint(models_dir: Path = Path("models")) -> Path:
@@ -227,10 +203,10 @@ def main(argv: list[str] | None = None) -> dict:
         raise UserError(
             f"{checkpoint}: --streaming needs a model trained with --shift causal; this one has the {model.shift} shift, which looks at frames a live stream has not seen yet"
         )
-    card_path = checkpoint.parent / "model_card.json"
-    if args.data is None and not card_path.is_file():
-        raise UserError(f"{card_path}: not found; pass --data/--data-root for calibration clips")
-    config = json.loads(card_path.read_text(encoding="utf-8"))["config"] if card_path.is_file() else {}
+    trained = card_path(checkpoint.parent).is_file()
+    if args.data is None and not trained:
+        raise UserError(f"{card_path(checkpoint.parent)}: not found; pass --data/--data-root for calibration clips")
+    config = read_card(checkpoint.parent, "config")["config"] if trained else {}
     config = {**config, "num_segments": model.num_segments, "image_size": model.image_size}
     data = data_module(config, args.data, args.data_root)
     calibration, _ = load_clips(data, "train", args.calibration_clips)
@@ -244,15 +220,15 @@ def main(argv: list[str] | None = None) -> dict:
     except KeyboardInterrupt:
         print(f"interrupted: no model written to {output}; run the same command again", file=sys.stderr)
         raise SystemExit(130) from None
-    if Path(output) != checkpoint.parent and card_path.is_file():
-        carry_training_card(card_path, Path(output) / "model_card.json")
+    if Path(output) != checkpoint.parent and trained:
+        merge_cards(checkpoint.parent, output)
     print(conversion_summary(output, figures, args.streaming))
     if args.streaming and not figures["failed"] and config.get("data") == "synthetic" and Path(output) == checkpoint.parent:
         # The live figures of the model a user ships: its letters on the built-in held-out continuous videos.
-        u8 = next(file for route, file in figures["files"].items() if route.endswith("u8"))
+        u8 = next(file for stage, file in figures["files"].items() if stage.endswith("u8"))
         evaluate_live(Path(output) / u8)
     if figures["failed"]:
-        u8 = next(file for route, file in figures["files"].items() if route.endswith("u8"))
+        u8 = next(file for stage, file in figures["files"].items() if stage.endswith("u8"))
         print(
             f"error: {Path(output) / u8}: written by --keep-failed-uint8, but it FAILED its parity check (model_card.json); do not ship it",
             file=sys.stderr,
@@ -261,21 +237,12 @@ def main(argv: list[str] | None = None) -> dict:
     return figures
 
 
-def carry_training_card(training_card: Path, output_card: Path) -> None:
-    """An output folder of its own becomes a model folder of its own: its card takes what training wrote
-    (the data, the labels, the decision rule, the validation figures) beside the conversion's figures."""
-    converted = json.loads(output_card.read_text(encoding="utf-8"))
-    trained = json.loads(training_card.read_text(encoding="utf-8"))
-    output_card.write_text(json.dumps(trained | converted, indent=2, ensure_ascii=False), encoding="utf-8")
-
-
 def conversion_summary(output: Path, figures: dict, streaming: bool = False) -> str:
     """Where the models are, how big, the validation accuracy, the parity verdict, and what to run next."""
     files, sizes = figures["files"], figures["size_bytes"]
-    u8, f32 = (next(route for route in files if route.endswith(kind)) for kind in ("u8", "f32"))
-    card_path = Path(output) / "model_card.json"
-    validation = json.loads(card_path.read_text(encoding="utf-8")).get("validation", {}) if card_path.is_file() else {}
-    held_out = next((row for row in figures["parity"] if row["route"] == u8 and row["inputs"] == HELD_OUT), None)
+    u8, f32 = (next(stage for stage in files if stage.endswith(kind)) for kind in ("u8", "f32"))
+    validation = card_beside(Path(output) / files[u8]).get("validation", {})
+    held_out = next((row for row in figures["parity"] if row["stage"] == u8 and row["inputs"] == HELD_OUT), None)
     rows = [
         ("uint8 model", f"{Path(output) / files[u8]} ({sizes[u8] / 1e6:.2f} MB)"),
         ("float32 model", f"{Path(output) / files[f32]} ({sizes[f32] / 1e6:.2f} MB)"),

@@ -1,8 +1,8 @@
-"""One interface over every runtime a model can run in: clips (N, T, H, W, 3) uint8 -> logits (N, K).
+"""One interface over every runtime a clip model can run in: clips (N, T, H, W, 3) uint8 -> logits (N, K).
 
-The runtime is chosen by the file: a training checkpoint (PyTorch), an ONNX file (onnxruntime), a
-SavedModel folder (TensorFlow) or a .tflite file (LiteRT). Every runner takes the same raw pixels, so
-parity, evaluation and prediction share one data path.
+A training checkpoint (PyTorch), an ONNX file (onnxruntime), a SavedModel folder (TensorFlow) or a
+.tflite file (LiteRT); runtime.models.open_model picks the runner by the file. Every runner takes the
+same raw pixels, so parity, evaluation and prediction share one data path.
 """
 
 from pathlib import Path
@@ -10,16 +10,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from torch_tsm.errors import UserError, reading
-from torch_tsm.model import MobileNetV2TSM, load_model
+from torch_tsm.model import MobileNetV2TSM
+
+
+def onnx_session(path: Path, threads: int = 2):
+    """The ONNX Runtime session of every ONNX runner, clip and streaming: on the CPU, `threads` threads."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    # Its idle threads would otherwise spin after each run and slow whatever runs next in this process.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 class Runner:
     """Checks the clips fit the model (a clear error instead of a runtime's own), then runs them."""
 
+    streaming = False  # runtime.stream's runners step frame by frame too
     num_segments: int
     image_size: int
     num_classes: int
+    labels: list[str] | None = None  # None: the file names no classes (runtime.models.open_model looks beside it)
 
     def __call__(self, clips: np.ndarray) -> np.ndarray:
         # (N, T, S, S, 3) uint8 -> (N, K) float logits
@@ -41,6 +53,7 @@ class TorchRunner(Runner):
         self.num_segments = model.num_segments
         self.image_size = model.image_size
         self.num_classes = model.num_classes
+        self.labels = model.labels
 
     @torch.no_grad()
     def run(self, clips: np.ndarray) -> np.ndarray:
@@ -51,13 +64,7 @@ class TorchRunner(Runner):
 
 class OnnxRunner(Runner):
     def __init__(self, path: Path, threads: int = 2) -> None:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        # Its idle threads would otherwise spin after each run and slow whatever runs next in this process.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path, threads)
         shape = self.session.get_inputs()[0].shape  # (T, 3, H, W)
         self.num_segments, self.image_size = shape[0], shape[2]
         self.num_classes = self.session.get_outputs()[0].shape[-1]  # logits (1, K)
@@ -113,7 +120,15 @@ class TFLiteRunner(Runner):
 
         self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
         self.interpreter.allocate_tensors()
-        self.input = self.interpreter.get_input_details()[0]
+        inputs = self.interpreter.get_input_details()
+        shape = list(inputs[0]["shape"]) if len(inputs) == 1 else None
+        if shape is None or len(shape) != 5 or shape[0] != 1 or shape[2] != shape[3] or shape[4] != 3:
+            # anything else would be fed wrong pixels
+            found = ", ".join(f"{tensor['name']} {list(tensor['shape'])}" for tensor in inputs)
+            raise ValueError(
+                f"{path}: its input ({found}) does not fit: expected a clip (1, T, S, S, 3) or a streaming model (frame + buffers)"
+            )
+        self.input = inputs[0]
         self.output = self.interpreter.get_output_details()[0]
         self.num_segments, self.image_size = int(self.input["shape"][1]), int(self.input["shape"][2])
         self.num_classes = int(self.output["shape"][-1])
@@ -143,41 +158,3 @@ def dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
     if detail["dtype"] == np.float32:
         return values
     return (values.astype(np.float32) - zero_point) * scale
-
-
-FILE_KINDS = {".tflite": "TFLite model", ".onnx": "ONNX model"}  # what a user's error line calls the file
-
-
-def load_runner(path: str | Path, threads: int = 2):
-    """The runner for a model file: .ckpt (PyTorch), .onnx, a SavedModel folder or .tflite.
-
-    A file that is not what its name says raises a UserError naming it, whatever the runtime raised.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: model not found")
-    if path.is_dir():
-        if not (path / "saved_model.pb").is_file():
-            raise UserError(f"{path}: a folder but not a SavedModel (no saved_model.pb)")
-        with reading(path, "SavedModel"):
-            return SavedModelRunner(path)
-    suffix = path.suffix.lower()
-    if suffix in (".onnx", ".tflite"):
-        from runtime.stream import is_streaming_file  # runtime.stream builds on this module
-
-        with reading(path, FILE_KINDS[suffix]):
-            if is_streaming_file(path):
-                raise UserError(
-                    f"{path}: a streaming model (a frame and buffers in, logits and buffers out), where a clip model is needed; "
-                    "predict, evaluate, live and the page take it, or convert the checkpoint without --streaming"
-                )
-    if suffix in (".ckpt", ".pt", ".pth"):
-        with reading(path, "checkpoint"):
-            return TorchRunner(load_model(path))
-    if suffix == ".onnx":
-        with reading(path, "ONNX model"):
-            return OnnxRunner(path, threads)
-    if suffix == ".tflite":
-        with reading(path, "TFLite model"):
-            return TFLiteRunner(path, threads)
-    raise UserError(f"{path}: unknown model type {suffix!r}; expected .ckpt, .onnx, .tflite or a SavedModel folder")

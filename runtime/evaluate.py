@@ -1,7 +1,7 @@
 """python -m runtime.evaluate: a model's figures on a labelled split, in whatever runtime the model file is for.
 
 --model takes a training checkpoint, an ONNX file, a SavedModel folder or a .tflite file; the runtime
-is chosen by the file (runtime.clip.load_runner) and every runtime is fed the same clips. The
+is chosen by the file (runtime.models.open_model) and every runtime is fed the same clips. The
 data defaults to the one in the model_card.json beside the (first) model, so
 
     python -m runtime.evaluate --model models/RUN/model_uint8.tflite
@@ -32,12 +32,13 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
-from runtime.clip import FILE_KINDS, Runner, TorchRunner, load_runner
+from runtime.models import ModelRunner, open_model
+from torch_tsm.card import card_beside, card_path
 from torch_tsm.cli import add_verbose_flag, run, setup, user_errors
-from torch_tsm.clips import data_module, read_card
+from torch_tsm.clips import data_module
 from torch_tsm.datamodule import DATA_KINDS, ClipDataModule
 from torch_tsm.datasets import ClipDataset
-from torch_tsm.errors import UserError, reading
+from torch_tsm.errors import UserError
 from torch_tsm.labels import check_label_count, read_labels
 from torch_tsm.metrics import accuracy_figures, pair_accuracy
 from torch_tsm.synthetic import DIRECTION_PAIRS
@@ -52,7 +53,7 @@ SHOWN_DISAGREEMENTS = 20
 class Model:
     name: str
     path: Path
-    runner: Runner
+    runner: ModelRunner
     labels: list[str] | None  # None: the model file names no classes; the data's are used
 
     @property
@@ -82,13 +83,10 @@ def model_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def model_labels(path: Path, runner: Runner, labels_file: Path | None) -> list[str] | None:
-    """--labels when given, else labels.txt beside the model file (either must name each of the model's
-    classes), else the checkpoint's own class names."""
-    if labels_file is None and (path.parent / "labels.txt").is_file():
-        labels_file = path.parent / "labels.txt"
+def model_labels(runner: ModelRunner, labels_file: Path | None) -> list[str] | None:
+    """--labels when given (it must name each of the model's classes), else the runner's own (open_model's)."""
     if labels_file is None:
-        return runner.model.labels if isinstance(runner, TorchRunner) else None
+        return runner.labels
     labels = read_labels(labels_file)
     check_label_count(labels, runner.num_classes, labels_file)
     return labels
@@ -100,41 +98,25 @@ def load_models(paths: Sequence[Path], labels_file: Path | None = None) -> list[
         raise UserError(f"{', '.join(missing)}: model not found")
     models = []
     for name, path in zip(model_names(paths), paths):
-        runner = load_clip_or_streaming_runner(path)
-        models.append(Model(name, path, runner, model_labels(path, runner, labels_file)))
+        # a streaming model plays each clip as a stream from zero buffers: the mean of its frames' logits
+        runner = open_model(path)
+        models.append(Model(name, path, runner, model_labels(runner, labels_file)))
     return models
-
-
-def load_clip_or_streaming_runner(path: Path) -> Runner:
-    """A clip model's runner; for a streaming model file, its runner playing each clip as a stream from zero
-    buffers (the mean of its frames' logits: what the clip model computes), its clip length from the card."""
-    from runtime.predict import card_segments
-    from runtime.stream import is_streaming_file, load_stream_runner
-
-    if path.suffix.lower() in FILE_KINDS:
-        with reading(path, FILE_KINDS[path.suffix.lower()]):
-            streaming = is_streaming_file(path)
-        if streaming:
-            with reading(path, "streaming model"):
-                runner = load_stream_runner(path)
-            runner.num_segments = card_segments(path)
-            return runner
-    return load_runner(path)
 
 
 def evaluation_data(model: Model, data: str | None = None, data_root: Path | None = None) -> ClipDataModule:
     """--data/--data-root, else the data of the model card beside the model; clip shape from the card, else the model."""
-    card_path = model.path.parent / "model_card.json"
-    config = read_card(model.path.parent).get("config", {}) if card_path.is_file() else {}
+    card_file = card_path(model.path.parent)
+    config = card_beside(model.path).get("config", {})
     if data is None and "data" not in config:
-        raise UserError(f"{card_path}: no training config to take the data from; pass --data (and --data-root)")
+        raise UserError(f"{card_file}: no training config to take the data from; pass --data (and --data-root)")
     if data is None and data_root is not None:
         data = config["data"]  # the card's kind of data, in another folder
     shape = {"num_segments": model.runner.num_segments, "image_size": model.runner.image_size}
     try:
         return data_module({**shape, **config}, data, data_root)
     except ValueError as error:  # the data module's check of --data and --data-root: options, not a bug
-        raise UserError(f"{card_path if data is None else model.path}: {error}") from error
+        raise UserError(f"{card_file if data is None else model.path}: {error}") from error
 
 
 def check_model_fits(model: Model, data: ClipDataModule) -> None:

@@ -17,9 +17,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from runtime.predict import LoadedModel, PredictError, Recognizer, card_beside, load
+from runtime.predict import LoadedModel, PredictError, Recognizer, load
+from torch_tsm.card import card_beside, update_card
 from torch_tsm.cli import add_verbose_flag, run, setup, summary, user_errors
-from torch_tsm.clips import data_module, update_card
+from torch_tsm.clips import data_module
 from torch_tsm.metrics import LIVE_VIDEOS
 from torch_tsm.transcript import DecisionRule, VideoTruth, live_figures
 

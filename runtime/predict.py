@@ -31,9 +31,10 @@ import numpy as np
 from matplotlib import font_manager
 from PIL import Image, ImageDraw, ImageFont
 
+from torch_tsm.card import card_beside
 from torch_tsm.cli import add_verbose_flag, setup, user_errors
 from torch_tsm.cli import run as run_command  # run() below is the loop
-from torch_tsm.errors import UserError, reading
+from torch_tsm.errors import UserError
 from torch_tsm.frames import FrameTransform
 from torch_tsm.transcript import DecisionRule, Transcriber
 
@@ -56,9 +57,9 @@ class LoadedModel:
 class ClipPredictor:
     """The clip model on a sliding window of the last T kept frames, every `stride` frames."""
 
-    def __init__(self, runner, num_segments: int, stride: int) -> None:
-        self.runner = runner  # clips (N, T, S, S, 3) uint8 -> (N, K)
-        self.num_segments = num_segments
+    def __init__(self, runner, stride: int) -> None:
+        self.runner = runner  # clips (N, T, S, S, 3) uint8 -> (N, K), and its T as num_segments
+        self.num_segments = runner.num_segments
         self.stride = stride
         self.reset()
 
@@ -93,93 +94,19 @@ class StreamPredictor:
 
 
 def load(path: Path, mode: str | None, stride: int) -> LoadedModel:
-    """The predictor for any model file; `mode` None: stream for a streaming TFLite model, else clip."""
-    from runtime.clip import TorchRunner, load_runner
-    from runtime.stream import TorchStreamRunner, is_streaming_file, load_stream_runner
-    from torch_tsm.model import load_model
-    from torch_tsm.streaming import StreamingTSM
+    """The predictor for any model file; `mode` None: stream for a streaming model file, else clip."""
+    from runtime.models import class_names, open_model
 
-    if not path.exists():
-        raise PredictError(f"{path}: model not found")
-    suffix = path.suffix.lower()
-    if suffix in (".ckpt", ".pt", ".pth"):
-        with reading(path, "checkpoint"):
-            model = load_model(path)
-        mode = mode or "clip"
-        if mode == "stream":
-            try:
-                runner = TorchStreamRunner(StreamingTSM(model), model.image_size)
-            except ValueError as error:
-                raise PredictError(f"{path}: {error}") from error
-            return LoadedModel(StreamPredictor(runner), model.labels, model.image_size, mode)
-        return LoadedModel(ClipPredictor(TorchRunner(model), model.num_segments, stride), model.labels, model.image_size, mode)
-    with reading(path, "model"):
-        runner = load_stream_runner(path) if is_streaming_file(path) else None
-    if runner is not None:
-        mode = mode or "stream"
-        labels = labels_beside(path, runner.num_classes)
-        # A streaming model runs clips too: T frames from zero buffers give the clip model's logits.
-        num_segments = card_segments(path)
-        predictor = StreamPredictor(runner) if mode == "stream" else ClipPredictor(runner, num_segments, stride)
-        return LoadedModel(predictor, labels, runner.image_size, mode)
-    if mode == "stream":
-        raise PredictError(
-            f"{path} is a clip model; --mode stream needs a streaming model (model_streaming*.tflite / .onnx, model_keras_streaming_*.tflite, or a checkpoint trained with --shift causal)"
-        )
-    _check_clip_input(path)
-    runner = load_runner(path)
-    labels = labels_beside(path, runner.num_classes)
-    return LoadedModel(ClipPredictor(runner, runner.num_segments, stride), labels, runner.image_size, "clip")
-
-
-def _check_clip_input(path: Path) -> None:
-    """A clip TFLite model must take (1, T, S, S, 3); anything else would be fed wrong pixels."""
-    if path.suffix.lower() != ".tflite":
-        return
-    from ai_edge_litert.interpreter import Interpreter
-
-    with reading(path, "TFLite model"):
-        inputs = Interpreter(model_path=str(path)).get_input_details()
-    shape = list(inputs[0]["shape"]) if len(inputs) == 1 else None
-    if shape is None or len(shape) != 5 or shape[0] != 1 or shape[2] != shape[3] or shape[4] != 3:
-        found = ", ".join(f"{tensor['name']} {list(tensor['shape'])}" for tensor in inputs)
-        raise PredictError(
-            f"{path}: its input ({found}) does not fit: expected a clip (1, T, S, S, 3) or a streaming model (frame + buffers)"
-        )
-
-
-def labels_beside(path: Path, count: int) -> list[str]:
-    """labels.txt beside the model, checked against its `count` classes, else the class numbers."""
-    from torch_tsm.labels import check_label_count, read_labels
-
-    labels_file = path.parent / "labels.txt"
-    if labels_file.is_file():
-        labels = read_labels(labels_file)
-        check_label_count(labels, count, labels_file)
-        return labels
-    return [str(i) for i in range(count)]
-
-
-def card_beside(path: Path) -> dict:
-    """The model card beside a model file (model_card.json), or {} where there is none."""
-    card_path = path.parent / "model_card.json"
-    return json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    runner = open_model(path, streaming=True if mode == "stream" else None)
+    mode = mode or ("stream" if runner.streaming else "clip")
+    # A streaming model runs clips too: T frames from zero buffers give the clip model's logits.
+    predictor = StreamPredictor(runner) if mode == "stream" else ClipPredictor(runner, stride)
+    return LoadedModel(predictor, class_names(runner), runner.image_size, mode)
 
 
 def decision_rule(path: Path) -> DecisionRule:
     """The decision settings stored with the model (its card's "decision", chosen in training), else the defaults."""
     return DecisionRule.from_dict(card_beside(path).get("decision", {}))
-
-
-def card_segments(path: Path) -> int:
-    """T of a streaming model (its clip length in training), from the model card beside it."""
-    card_path = path.parent / "model_card.json"
-    card = card_beside(path)
-    sections = [*card.get("streaming", {}).values(), card.get("config", {})]  # streaming: one section a route
-    segments = next((section["num_segments"] for section in sections if "num_segments" in section), None)
-    if segments is None:
-        raise PredictError(f"{card_path} with the model's frame count (num_segments) not found beside {path}")
-    return int(segments)
 
 
 # --- frames --------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runtime.clip import dequantize, quantize
+from runtime.clip import dequantize, onnx_session, quantize
 from torch_tsm.streaming import StreamingTSM
 
 
@@ -34,7 +34,11 @@ class StreamRunner:
     """A streaming model in some runtime. `run_stream` gives per-frame logits; called on clips, it plays
     each clip from zero buffers and averages its per-frame logits, which is what the clip model computes."""
 
+    streaming = True
     image_size: int
+    num_classes: int
+    num_segments: int  # T of the clip model it was made from: the file cannot tell (runtime.models.open_model)
+    labels: list[str] | None = None
 
     def zero_buffers(self) -> list[np.ndarray]:
         raise NotImplementedError
@@ -62,6 +66,7 @@ class TorchStreamRunner(StreamRunner):
     def __init__(self, model: StreamingTSM, image_size: int) -> None:
         self.model = model.eval()
         self.image_size = image_size
+        self.num_segments, self.num_classes, self.labels = model.model.num_segments, model.model.num_classes, model.model.labels
 
     def zero_buffers(self) -> list[np.ndarray]:
         return [buffer.numpy() for buffer in self.model.zero_buffers(self.image_size)]
@@ -86,11 +91,7 @@ class TorchStreamRunner(StreamRunner):
 
 class OnnxStreamRunner(StreamRunner):
     def __init__(self, path: Path, threads: int = 2) -> None:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path, threads)
         inputs = self.session.get_inputs()
         self.names = [i.name for i in inputs]
         self.buffer_shapes = [tuple(i.shape) for i in inputs[1:]]
@@ -157,11 +158,6 @@ class StreamingTFLiteRunner(StreamRunner):
         outputs = self.runner(frame=quantize(frame[None], self.inputs["frame"]), **feed)
         logits = dequantize(outputs["logits"], self.outputs["logits"])[0]
         return logits, [outputs[f"new_buffer_{i}"] for i in range(self.num_buffers)]
-
-
-def load_stream_runner(path: Path) -> StreamRunner:
-    """The runner for a streaming model file: .onnx or .tflite."""
-    return OnnxStreamRunner(path) if path.suffix == ".onnx" else StreamingTFLiteRunner(path)
 
 
 def is_streaming_file(path: Path) -> bool:

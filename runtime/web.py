@@ -33,7 +33,7 @@ from pathlib import Path
 
 from torch_tsm.cli import add_verbose_flag, setup, user_errors
 from torch_tsm.cli import run as run_command
-from torch_tsm.errors import UserError, reading
+from torch_tsm.errors import UserError
 
 PAGE = Path(__file__).parent / "web_page"
 LITERTJS = PAGE / "node_modules" / "@litertjs"
@@ -81,32 +81,27 @@ def find_model(folder: Path) -> Path:
 def manifest(folder: Path) -> dict:
     """What the page needs of the folder's model: file, mode, sizes, labels, the decision rule (the card's),
     the uint8 tensors' quantization."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    from runtime.predict import card_segments, decision_rule, labels_beside  # labels.txt, T and the rule found as predict finds them
+    from runtime.models import class_names, open_model
+    from runtime.predict import decision_rule  # the labels, T and the rule found as predict finds them
 
     path = find_model(folder)
-    with reading(path, "TFLite model"):
-        runner = Interpreter(model_path=str(path)).get_signature_runner()
-        inputs, outputs = runner.get_input_details(), runner.get_output_details()
-    streaming = path.name in STREAMING_MODELS
-    describe = _streaming_tensors if streaming else _clip_tensors
-    image_size, segments, tensors = describe(path, inputs, outputs)
-    logits = outputs["logits"] if streaming else next(iter(outputs.values()))
-    labels = labels_beside(path, int(logits["shape"][-1]))
+    model = open_model(path, streaming=path.name in STREAMING_MODELS)
+    signature = model.interpreter.get_signature_runner()
+    inputs, outputs = signature.get_input_details(), signature.get_output_details()
+    tensors = (_streaming_tensors if model.streaming else _clip_tensors)(path, inputs, outputs)
     return {
         "file": path.name,
-        "mode": "stream" if streaming else "clip",
-        "image_size": image_size,
-        "num_segments": segments or card_segments(path),
-        "labels": labels,
+        "mode": "stream" if model.streaming else "clip",
+        "image_size": model.image_size,
+        "num_segments": model.num_segments,
+        "labels": class_names(model),
         "decision": decision_rule(path).as_dict(),
         "litertjs": litertjs_version(),
         **tensors,
     }
 
 
-def _streaming_tensors(path: Path, inputs: dict, outputs: dict) -> tuple[int, int | None, dict]:
+def _streaming_tensors(path: Path, inputs: dict, outputs: dict) -> dict:
     # frame (1, S, S, 3) + buffer_i -> logits (1, K) + new_buffer_i, all uint8; each new_buffer_i quantized as buffer_i
     buffers = [f"buffer_{i}" for i in range(len(inputs) - 1)]
     if set(inputs) != {"frame", *buffers} or set(outputs) != {"logits", *(f"new_{name}" for name in buffers)}:
@@ -120,31 +115,20 @@ def _streaming_tensors(path: Path, inputs: dict, outputs: dict) -> tuple[int, in
     for name in buffers:
         if _quantization(inputs[name]) != _quantization(outputs[f"new_{name}"]):
             raise UserError(f"{path}: new_{name} is not quantized as {name}, so it cannot be fed back as it is")
-    tensors = {
+    return {
         "frame": _quantization(inputs["frame"]),
         "logits": _quantization(outputs["logits"]),
         "buffers": [{"name": name, "shape": [int(n) for n in inputs[name]["shape"]], **_quantization(inputs[name])} for name in buffers],
     }
-    return frame[1], None, tensors
 
 
-def _clip_tensors(path: Path, inputs: dict, outputs: dict) -> tuple[int, int, dict]:
-    # one clip (1, T, S, S, 3) uint8 -> one logits (1, K) uint8
-    shapes = [[int(n) for n in detail["shape"]] for detail in inputs.values()]
-    if (
-        len(inputs) != 1
-        or len(outputs) != 1
-        or len(shapes[0]) != 5
-        or shapes[0][0] != 1
-        or shapes[0][2] != shapes[0][3]
-        or shapes[0][4] != 3
-    ):
-        raise UserError(
-            f"{path}: not a clip model of this toolkit (inputs {shapes}; expected one clip (1, T, S, S, 3) and one logits output)"
-        )
+def _clip_tensors(path: Path, inputs: dict, outputs: dict) -> dict:
+    # one clip (1, T, S, S, 3) uint8 (open_model checked its shape) -> one logits (1, K) uint8
+    if len(outputs) != 1:
+        raise UserError(f"{path}: not a clip model of this toolkit ({len(outputs)} outputs; expected one, the logits)")
     (clip,), (logits,) = inputs.items(), outputs.values()
     _check_uint8(path, [clip[1], logits])
-    return shapes[0][2], shapes[0][1], {"input": clip[0], "frame": _quantization(clip[1]), "logits": _quantization(logits)}
+    return {"input": clip[0], "frame": _quantization(clip[1]), "logits": _quantization(logits)}
 
 
 def _check_uint8(path: Path, details: list[dict]) -> None:

@@ -135,7 +135,7 @@ def model_folder(trained_run, converted, streaming_converted, tmp_path_factory) 
 
 @pytest.fixture(scope="session")
 def parity_report(model_folder) -> tuple[int, str, list[dict]]:
-    """python -m conversion.parity on model_folder, run once for the session (every route on 200
+    """python -m conversion.parity on model_folder, run once for the session (every stage on 200
     held-out clips and random pixels: a minute or two): its exit code, printed table, and card rows."""
     from conversion.parity import main
 

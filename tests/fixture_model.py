@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from torch_tsm.clips import read_card
+from torch_tsm.card import read_card
 from torch_tsm.train import data_module, parse_args, write_model_card
 from torch_tsm.train import main as train
 

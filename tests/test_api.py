@@ -39,8 +39,8 @@ def test_convert_takes_a_model_built_and_trained_by_hand(own_loop_model, tmp_pat
         figures = convert(own_loop_model, tmp_path, calibration_clips(8))
     assert own_loop_model.image_size == SIZE  # from the clips
     assert (tmp_path / "labels.txt").read_text(encoding="utf-8").splitlines() == ["class_0", "class_1", "class_2"]
-    assert {row["route"] for row in figures["parity"]} == {"onnx", "savedmodel", "tflite-f32", "tflite-u8"}
-    assert all(row["verdict"] == "pass" for row in figures["parity"] if not row["route"].endswith("u8"))
+    assert {row["stage"] for row in figures["parity"]} == {"onnx", "savedmodel", "tflite-f32", "tflite-u8"}
+    assert all(row["verdict"] == "pass" for row in figures["parity"] if not row["stage"].endswith("u8"))
     interpreter = Interpreter(str(tmp_path / "model_uint8.tflite"))
     assert tuple(interpreter.get_input_details()[0]["shape"]) == (1, SEGMENTS, SIZE, SIZE, 3)
     assert tuple(interpreter.get_output_details()[0]["shape"]) == (1, CLASSES)

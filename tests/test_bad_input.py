@@ -217,10 +217,10 @@ CLI_CASES = [
     ("inspect", "{tflite_random}", r"random\.tflite: not a TFLite model \(no TFL3 identifier\)"),
     ("inspect", "{ckpt}", r"best\.ckpt: not a TFLite model"),
     ("inspect", "{missing}/x.tflite", r"nowhere/x\.tflite: No such file or directory"),
-    ("predict", "{video} --model {tflite_trunc}", r"trunc\.tflite: not a readable model \("),
-    ("predict", "{video} --model {tflite_random}", r"random\.tflite: not a readable model \("),
-    ("predict", "{video} --model {onnx_trunc}", r"trunc\.onnx: not a readable model \("),
-    ("predict", "{video} --model {onnx_random}", r"random\.onnx: not a readable model \("),
+    ("predict", "{video} --model {tflite_trunc}", r"trunc\.tflite: not a readable TFLite model \("),
+    ("predict", "{video} --model {tflite_random}", r"random\.tflite: not a readable TFLite model \("),
+    ("predict", "{video} --model {onnx_trunc}", r"trunc\.onnx: not a readable ONNX model \("),
+    ("predict", "{video} --model {onnx_random}", r"random\.onnx: not a readable ONNX model \("),
     ("predict", "{video} --model {ckpt_trunc}", r"trunc\.ckpt: not a readable checkpoint \(refusing to load"),
     ("predict", "{video} --model {ckpt_random}", r"random\.ckpt: not a readable checkpoint \(refusing to load"),
     ("predict", "{video} --model {ckpt_wide}", r"wide/best\.ckpt: not a readable checkpoint \(Error\(s\) in loading state_dict"),
@@ -283,7 +283,7 @@ CLI_CASES = [
         "--checkpoint {ckpt} --route keras --calibration-clips 2 --parity-clips 2 --output {a_file}/converted",
         r"a_file/converted: Not a directory",
     ),
-    ("parity", "{missing}", r"nowhere/model_card\.json not found"),
+    ("parity", "{missing}", r"nowhere/model_card\.json: not found"),
     ("parity", "{run}", r"run: no converted model; run python -m conversion\.to_tflite"),
     ("prepare", "--data-root {missing} --output {tmp}/prepared", r"nowhere/annotations\.tsv: annotation file not found"),
     ("prepare", "--data-root {frames} --output {a_file}", r"a_file: File exists|a_file: Not a directory"),
@@ -622,7 +622,7 @@ import json, sys
 from pathlib import Path
 import numpy as np
 from conversion.inspect import inspect_tflite
-from runtime.clip import load_runner
+from runtime.models import open_model
 from torch_tsm.datasets import read_frame_folders
 from torch_tsm.errors import UserError
 from torch_tsm.frames import probe_frame_count, read_image, read_video_frames
@@ -633,7 +633,7 @@ def annotations(path):
 def video(path):
     return read_video_frames(path, np.arange(probe_frame_count(path)))
 
-LOADERS = {"mp4": video, "avi": video, "jpg": read_image, "tflite": load_runner, "onnx": load_runner, "ckpt": load_runner,
+LOADERS = {"mp4": video, "avi": video, "jpg": read_image, "tflite": open_model, "onnx": open_model, "ckpt": open_model,
            "inspect": inspect_tflite, "tsv": annotations}
 folder, samples = Path(sys.argv[1]), json.loads(sys.argv[2])
 foreign = []

@@ -22,12 +22,13 @@ from conversion.to_tflite import main as to_tflite_main
 from runtime.clip import TFLiteRunner
 from tests.conftest import snapshot
 from tf_reference import from_torch_model
-from torch_tsm.clips import held_out_clips, read_card
+from torch_tsm.card import read_card
+from torch_tsm.clips import held_out_clips
 from torch_tsm.model import MobileNetV2TSM, load_model
 from torch_tsm.synthetic import SYNTHETIC_LABELS
 
 ORIGINAL_MODEL = Path(__file__).resolve().parent / "data" / "original-project-uint8.tflite"  # docs/background.md
-OUTPUTS = [*parity.ROUTE_FILES.values(), "labels.txt"]
+OUTPUTS = [*parity.STAGE_FILES.values(), "labels.txt"]
 
 
 def test_writes_every_model_and_nothing_else(converted):
@@ -38,7 +39,7 @@ def test_writes_every_model_and_nothing_else(converted):
 @pytest.mark.parametrize("route", ["tflite", "keras-tflite"])
 def test_uint8_model_is_builtin_static_and_integer(converted, trained_run, route):
     model = load_model(trained_run / "best.ckpt")
-    inspection = inspect_tflite(converted / parity.ROUTE_FILES[f"{route}-u8"])
+    inspection = inspect_tflite(converted / parity.STAGE_FILES[f"{route}-u8"])
     assert inspection.ok, inspection.report()
     assert not any(name.startswith("custom:") for name in inspection.ops)
     assert inspection.ops["DEQUANTIZE"] == 0 and inspection.float_islands == 0
@@ -46,7 +47,7 @@ def test_uint8_model_is_builtin_static_and_integer(converted, trained_run, route
     assert clip_input.shape == (1, 8, 64, 64, 3) and clip_input.dtype == "uint8"
     assert (clip_input.scale, clip_input.zero_point) == (1.0, 0)  # raw pixels in, unchanged
     assert logits_output.shape == (1, len(model.labels)) and logits_output.dtype == "uint8"
-    assert inspect_tflite(converted / parity.ROUTE_FILES[f"{route}-f32"]).ok
+    assert inspect_tflite(converted / parity.STAGE_FILES[f"{route}-f32"]).ok
 
 
 def test_model_card_holds_the_conversion_figures(converted):
@@ -54,8 +55,8 @@ def test_model_card_holds_the_conversion_figures(converted):
     onnx, keras = card["onnx"], card["keras"]
     assert onnx["size_bytes"]["tflite-u8"] < onnx["size_bytes"]["tflite-f32"] / 2.5
     assert onnx["uint8_io"]["input"] == keras["uint8_io"]["input"] == {"dtype": "uint8", "scale": 1.0, "zero_point": 0}
-    assert {row["route"] for row in onnx["parity"]} == {"onnx", "savedmodel", "tflite-f32", "tflite-u8"}
-    assert {row["route"] for row in keras["parity"]} == {"keras", "keras-tflite-f32", "keras-tflite-u8"}
+    assert {row["stage"] for row in onnx["parity"]} == {"onnx", "savedmodel", "tflite-f32", "tflite-u8"}
+    assert {row["stage"] for row in keras["parity"]} == {"keras", "keras-tflite-f32", "keras-tflite-u8"}
     # 200 labelled held-out clips (the default): every route judged and passed there; on the 8
     # unlabelled random-pixel clips uint8 is reported, not judged (docs/parity.md), float is judged.
     for row in onnx["parity"] + keras["parity"]:

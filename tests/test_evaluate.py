@@ -12,7 +12,8 @@ from PIL import Image
 
 from runtime.clip import TFLiteRunner, TorchRunner
 from runtime.evaluate import CONFUSION_DPI, confusion_figure_size, main, plot_confusion_matrix
-from torch_tsm.clips import data_module, load_clips, read_card
+from torch_tsm.card import read_card
+from torch_tsm.clips import data_module, load_clips
 from torch_tsm.labels import BUKVA_LABELS
 from torch_tsm.model import load_model
 from torch_tsm.synthetic import DIRECTION_PAIRS, SYNTHETIC_LABELS
@@ -198,7 +199,7 @@ def test_compare_needs_two_models(trained_run, tmp_path, capsys):
 
 
 def test_onnx_file_and_saved_model(trained_run, converted, reference, tmp_path):
-    # The float routes give PyTorch's logits (parity), so PyTorch's predictions are the reference.
+    # The float stages give PyTorch's logits (parity), so PyTorch's predictions are the reference.
     _, labels, torch_logits, _ = reference
     for name in ("model.onnx", "saved_model"):  # beside the training card, which names the data
         (tmp_path / name).symlink_to(converted / name)

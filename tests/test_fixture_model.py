@@ -11,7 +11,8 @@ uint8 agreement of 96% somewhere else.
 import numpy as np
 
 from runtime.clip import TorchRunner
-from torch_tsm.clips import held_out_clips, read_card
+from torch_tsm.card import read_card
+from torch_tsm.clips import held_out_clips
 from torch_tsm.model import load_model
 
 # The smallest top-1 margin (best logit minus the second best) on the 200 validation clips: 1.52 logits

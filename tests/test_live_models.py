@@ -8,7 +8,8 @@ import pytest
 
 from runtime.live import main as live_main
 from runtime.stream import StreamingTFLiteRunner
-from torch_tsm.clips import data_module, read_card
+from torch_tsm.card import read_card
+from torch_tsm.clips import data_module
 from torch_tsm.metrics import stream_probabilities
 from torch_tsm.model import load_model
 from torch_tsm.transcript import DecisionRule, VideoTruth, live_figures, printed_letters, softmax

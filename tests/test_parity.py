@@ -1,4 +1,4 @@
-"""The parity contract (docs/parity.md): every route computes what the PyTorch model computes.
+"""The parity contract (docs/parity.md): every stage computes what the PyTorch model computes.
 
 `pytest -m parity` runs this file alone; `make test` runs it too, on small models. Bounds come from
 conversion.parity, their one definition; the first tests below pin them to the contract's numbers and
@@ -17,12 +17,14 @@ from conversion.errors import ConversionError
 from conversion.parity import STREAMING_FILES
 from conversion.tflite import to_float32_tflite
 from conversion.to_tflite import _onnx_route, convert
-from runtime.clip import KerasRunner, TFLiteRunner, TorchRunner, load_runner
-from runtime.stream import StreamingTFLiteRunner, load_stream_runner
+from runtime.clip import KerasRunner, TFLiteRunner, TorchRunner
+from runtime.models import open_model
+from runtime.stream import StreamingTFLiteRunner
 from tests.conftest import smooth_clips, with_real_batchnorm_statistics
 from tf_reference import from_torch_model
 from torch_tsm.camera import CAMERA_CHANGES
-from torch_tsm.clips import class_balanced_picks, data_module, held_out_clips, load_clips, read_card
+from torch_tsm.card import read_card
+from torch_tsm.clips import class_balanced_picks, data_module, held_out_clips, load_clips
 from torch_tsm.frames import FrameTransform
 from torch_tsm.model import build_model, load_model
 
@@ -64,11 +66,11 @@ def moved_top1(logits: np.ndarray, clips: np.ndarray, classes: np.ndarray) -> np
     return moved
 
 
-def float_row(reference: np.ndarray, logits: np.ndarray) -> parity.RouteParity:
+def float_row(reference: np.ndarray, logits: np.ndarray) -> parity.StageParity:
     return parity.measure("tflite-f32", "held-out clips", reference, logits, None, quantized=False)
 
 
-def uint8_row(reference: np.ndarray, logits: np.ndarray, labels: np.ndarray | None) -> parity.RouteParity:
+def uint8_row(reference: np.ndarray, logits: np.ndarray, labels: np.ndarray | None) -> parity.StageParity:
     return parity.measure("tflite-u8", "held-out clips", reference, logits, labels, quantized=True)
 
 
@@ -85,7 +87,7 @@ def test_float_max_abs_just_under_and_just_over_the_bound(scale):
         assert row.top1_agree == 1.0 and row.verdict == verdict, parity.table([row])
 
 
-def test_float_route_fails_on_one_flipped_clip_within_the_max_abs_bound():
+def test_float_stage_fails_on_one_flipped_clip_within_the_max_abs_bound():
     reference = crafted_reference()[0]
     runner_up = int(np.argsort(reference[3])[-2])
     reference[3, runner_up] = reference[3].max() - 1e-6  # a near tie
@@ -156,10 +158,10 @@ def test_stage_checker_stops_at_the_stage_that_misses():
     checker.check("onnx", runner(near))
     with pytest.raises(ConversionError, match=r"(?s)savedmodel does not match PyTorch:.*savedmodel\s+held-out clips.*FAIL"):
         checker.check("savedmodel", runner(1.02 * near / 0.99))
-    assert [(row.route, row.verdict) for row in checker.rows] == [("onnx", "pass")] * 2 + [("savedmodel", "FAIL")] * 2
+    assert [(row.stage, row.verdict) for row in checker.rows] == [("onnx", "pass")] * 2 + [("savedmodel", "FAIL")] * 2
 
 
-# --- every route on the session's trained model ----------------------------------------------------
+# --- every stage on the session's trained model ----------------------------------------------------
 
 
 def edge_clips(num_segments: int, size: int) -> np.ndarray:
@@ -171,28 +173,28 @@ def edge_clips(num_segments: int, size: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def trained_routes(converted, trained_run):
+def trained_stages(converted, trained_run):
     model = load_model(trained_run / "best.ckpt")
-    runners = {route: load_runner(converted / name) for route, name in parity.ROUTE_FILES.items()}
+    runners = {stage: open_model(converted / name) for stage, name in parity.STAGE_FILES.items()}
     runners["keras"] = KerasRunner(from_torch_model(model, image_size=model.image_size))
     return model, runners
 
 
-def expected_verdict(route: str, inputs: str) -> str:
+def expected_verdict(stage: str, inputs: str) -> str:
     # uint8 is judged on the >= 200 labelled held-out clips; on 8 unlabelled random-pixel clips, far
     # outside the calibrated ranges, it is reported and not judged (docs/parity.md). Float: everywhere.
-    return "not judged" if route.endswith("u8") and inputs == "random pixels" else "pass"
+    return "not judged" if stage.endswith("u8") and inputs == "random pixels" else "pass"
 
 
-def test_every_route_on_held_out_clips_and_random_pixels(parity_report):
+def test_every_stage_on_held_out_clips_and_random_pixels(parity_report):
     # The session's one run of python -m conversion.parity over every converted model (conftest): every
-    # route on held-out clips and random pixels, every uint8 route also under each camera change.
+    # stage on held-out clips and random pixels, every uint8 stage also under each camera change.
     code, printed, rows = parity_report
-    streaming_routes = {route for files in STREAMING_FILES.values() for route in files}
-    assert {row["route"] for row in rows} == {*parity.ROUTE_FILES, "keras", *streaming_routes}
+    streaming_stages = {stage for files in STREAMING_FILES.values() for stage in files}
+    assert {row["stage"] for row in rows} == {*parity.STAGE_FILES, "keras", *streaming_stages}
     for row in rows:
         assert row["clips"] == (8 if row["inputs"] == parity.RANDOM_PIXELS else parity.UINT8_MIN_CLIPS)
-        assert row["verdict"] == expected_verdict(row["route"], row["inputs"]), printed
+        assert row["verdict"] == expected_verdict(row["stage"], row["inputs"]), printed
         if row["inputs"] == parity.HELD_OUT:
             assert row["torch_accuracy"] > 0.9  # trained: parity means something
     assert code == 0 and "FAIL" not in printed
@@ -220,43 +222,41 @@ def test_letterbox_change_is_what_our_pipeline_makes_of_a_4_3_camera():
     assert np.array_equal(CAMERA_CHANGES["letterbox 4:3"](scene[None, None])[0, 0], expected)
 
 
-# The camera-change rows of the uint8 routes, measured on the session's model. The bound is not asserted:
+# The camera-change rows of the uint8 stages, measured on the session's model. The bound is not asserted:
 # this model was trained without the colour jitter, so it is lost in the dark itself (33% accuracy at
 # x0.6), its margins vanish, and its uint8 models agree with it on 92-95% of the darkened clips; the
 # demo model, trained with the jitter, passes every row (docs/parity.md).
-def test_camera_changes_are_measured_for_every_uint8_route(trained_routes, trained_run):
-    model, runners = trained_routes
+def test_camera_changes_are_measured_for_every_uint8_stage(trained_stages, trained_run):
+    model, runners = trained_stages
     clips, labels = held_out_clips(read_card(trained_run), 40)
-    quantized = {route: runner for route, runner in runners.items() if route.endswith("u8")}
-    rows = parity.check_routes(quantized, TorchRunner(model), clips, labels, clips[:1], CAMERA_CHANGES)
+    quantized = {stage: runner for stage, runner in runners.items() if stage.endswith("u8")}
+    rows = parity.check_stages(quantized, TorchRunner(model), clips, labels, clips[:1], CAMERA_CHANGES)
     changed = [row for row in rows if row.inputs in CAMERA_CHANGES]
-    assert {(row.route, row.inputs) for row in changed} == {(route, name) for route in quantized for name in CAMERA_CHANGES}
+    assert {(row.stage, row.inputs) for row in changed} == {(stage, name) for stage in quantized for name in CAMERA_CHANGES}
     for row in changed:
         assert row.clips == 40 and row.accuracy is not None and row.verdict == "not judged"  # judged on 200 clips
         assert row.torch_accuracy == (TorchRunner(model)(CAMERA_CHANGES[row.inputs](clips)).argmax(1) == labels).mean()
 
 
-def test_float_routes_on_black_and_saturated_frames(trained_routes):
-    # Three unlabelled clips: the uint8 routes are not judged on them (the contract), so not run.
-    model, runners = trained_routes
+def test_float_stages_on_black_and_saturated_frames(trained_stages):
+    # Three unlabelled clips: the uint8 stages are not judged on them (the contract), so not run.
+    model, runners = trained_stages
     clips = edge_clips(8, 64)
     reference = TorchRunner(model)(clips)
-    for route, runner in runners.items():
-        if not route.endswith("u8"):
-            row = parity.measure(route, "edge clips", reference, runner(clips), None, quantized=False)
+    for stage, runner in runners.items():
+        if not stage.endswith("u8"):
+            row = parity.measure(stage, "edge clips", reference, runner(clips), None, quantized=False)
             assert row.verdict == "pass", parity.table([row])
 
 
-def test_float_streaming_routes_on_black_and_saturated_frames(trained_routes, streaming_converted):
-    model, _ = trained_routes
+def test_float_streaming_stages_on_black_and_saturated_frames(trained_stages, streaming_converted):
+    model, _ = trained_stages
     clips = edge_clips(8, 64)
     reference = TorchRunner(model)(clips)
     for files in STREAMING_FILES.values():
-        for route, name in files.items():
-            if not route.endswith("u8"):
-                row = parity.measure(
-                    route, "edge clips", reference, load_stream_runner(streaming_converted / name)(clips), None, quantized=False
-                )
+        for stage, name in files.items():
+            if not stage.endswith("u8"):
+                row = parity.measure(stage, "edge clips", reference, open_model(streaming_converted / name)(clips), None, quantized=False)
                 assert row.verdict == "pass", parity.table([row])
 
 
@@ -266,8 +266,8 @@ def test_streaming_frames_of_another_shape_are_a_clear_error(streaming_converted
         runner(np.zeros((1, 8, 64, 48, 3), np.uint8))
 
 
-def test_clips_of_another_shape_are_a_clear_error(trained_routes):
-    _, runners = trained_routes
+def test_clips_of_another_shape_are_a_clear_error(trained_stages):
+    _, runners = trained_stages
     for runner in runners.values():
         with pytest.raises(ValueError, match=r"takes clips of \(T, H, W, 3\) = \(8, 64, 64, 3\)"):
             runner(np.zeros((1, 8, 64, 48, 3), np.uint8))  # non-square
@@ -286,7 +286,7 @@ def sensitive_model(shift: str, num_segments: int, width_mult: float = 0.35, ima
     return model
 
 
-def float_stages(model: torch.nn.Module, folder: Path, calibration: np.ndarray, clips: np.ndarray) -> list[parity.RouteParity]:
+def float_stages(model: torch.nn.Module, folder: Path, calibration: np.ndarray, clips: np.ndarray) -> list[parity.StageParity]:
     """The onnx route's float stages (ONNX, SavedModel, float32 TFLite), each checked as convert()
     checks it, which raises at the first miss; without the uint8 stage, which these models skip (below)."""
     checker = parity.StageChecker(TorchRunner(model), clips, None, parity.random_pixel_clips(8, model.num_segments, model.image_size))
@@ -299,13 +299,13 @@ def float_stages(model: torch.nn.Module, folder: Path, calibration: np.ndarray, 
 # The session's trained model is causal. Its trained weights (real filters and BatchNorm statistics) run
 # here under the default shift (bidirectional) and under none on another frame count: the layers are
 # the same, the shift holds no weights, and the computation is that shift mode's, so its ONNX, onnx2tf
-# and Keras graphs are checked on trained weights without a training run of their own. The float routes
+# and Keras graphs are checked on trained weights without a training run of their own. The float stages
 # are judged. uint8 is not (and not made): these weights were not trained for this computation, so their
 # margins between classes are small, and a model without the shift cannot have any between the two
 # classes of a direction pair (the same frames in another order), whose arg-max is then a coin toss
 # that uint8 rounding flips; uint8 is judged on the session's trained model and at full size (docs/parity.md).
 @pytest.mark.parametrize("shift, num_segments", [("bidirectional", 8), ("none", 4)])
-def test_float_routes_on_trained_weights_with_each_shift_mode(shift, num_segments, trained_run, tmp_path):
+def test_float_stages_on_trained_weights_with_each_shift_mode(shift, num_segments, trained_run, tmp_path):
     trained, card = load_model(trained_run / "best.ckpt"), read_card(trained_run)
     model = build_model(len(trained.labels), num_segments, card["config"]["width_mult"], shift=shift).eval()
     model.load_state_dict(trained.state_dict())
@@ -316,21 +316,21 @@ def test_float_routes_on_trained_weights_with_each_shift_mode(shift, num_segment
     reference = TorchRunner(model)(clips)
     assert len(set(reference.argmax(1))) >= 5  # arg-maxes spread over the classes: agreement means something
     rows = float_stages(model, tmp_path, calibration, clips)
-    assert [(row.route, row.verdict) for row in rows] == [
-        (route, "pass") for route in ("onnx", "savedmodel", "tflite-f32") for _ in range(2)
+    assert [(row.stage, row.verdict) for row in rows] == [
+        (stage, "pass") for stage in ("onnx", "savedmodel", "tflite-f32") for _ in range(2)
     ]
     keras_logits = KerasRunner(from_torch_model(model, image_size=model.image_size))(clips)
     assert parity.measure("keras", "held-out clips", reference, keras_logits, labels, False).verdict == "pass"
 
 
 @pytest.mark.slow
-def test_full_size_float_routes(tmp_path):
+def test_full_size_float_stages(tmp_path):
     """224 px, width 1.0, 8 frames: the deployed size (minutes here; pytest -m slow)."""
     model = sensitive_model("bidirectional", 8, width_mult=1.0, image_size=224)
     clips = smooth_clips(12, 8, 224, seed=7).permute(0, 1, 3, 4, 2).round().clamp(0, 255).to(torch.uint8).numpy()
     figures = convert(model, tmp_path, clips[:8], held_out=(clips, None))
     float_rows = [row for row in figures["parity"] if not row["quantized"]]
-    assert {row["route"] for row in float_rows} == {"onnx", "savedmodel", "tflite-f32"}
+    assert {row["stage"] for row in float_rows} == {"onnx", "savedmodel", "tflite-f32"}
     assert all(row["verdict"] == "pass" for row in float_rows), float_rows
 
 
@@ -341,7 +341,7 @@ def test_parity_command_prints_the_table_and_writes_the_card(parity_report, mode
     code, printed, rows = parity_report
     assert code == 0
     for row in rows:  # one table line per row, verdict last
-        assert any(line.split()[0] == row["route"] and line.endswith(row["verdict"]) for line in printed.splitlines()[2:])
+        assert any(line.split()[0] == row["stage"] and line.endswith(row["verdict"]) for line in printed.splitlines()[2:])
     card = json.loads((model_folder / "model_card.json").read_text(encoding="utf-8"))
     assert card["parity"] == rows
     training = read_card(trained_run)
@@ -350,7 +350,7 @@ def test_parity_command_prints_the_table_and_writes_the_card(parity_report, mode
 
 def test_parity_command_exits_1_when_the_model_changed_after_export(trained_run, converted, tmp_path, capsys):
     # The checkpoint gets one weight changed after its ONNX model was exported: class 0's bias + 1,
-    # so every clip's class-0 logit moves by exactly 1 and the onnx route must FAIL, with exit code 1.
+    # so every clip's class-0 logit moves by exactly 1 and the onnx stage must FAIL, with exit code 1.
     checkpoint = torch.load(trained_run / "best.ckpt", map_location="cpu", weights_only=True)
     checkpoint["state_dict"]["model.classifier.1.bias"][0] += 1.0
     torch.save(checkpoint, tmp_path / "best.ckpt")
@@ -359,7 +359,7 @@ def test_parity_command_exits_1_when_the_model_changed_after_export(trained_run,
     assert parity.main([str(tmp_path), "--clips", "16"]) == 1  # the exit status of python -m conversion.parity
     printed = capsys.readouterr().out
     rows = json.loads((tmp_path / "model_card.json").read_text(encoding="utf-8"))["parity"]
-    assert [(row["route"], row["inputs"], row["verdict"]) for row in rows] == [
+    assert [(row["stage"], row["inputs"], row["verdict"]) for row in rows] == [
         ("onnx", "held-out clips", "FAIL"),
         ("onnx", "random pixels", "FAIL"),
     ]

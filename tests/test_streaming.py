@@ -14,18 +14,20 @@ from conversion.inspect import inspect_tflite
 from conversion.parity import STREAMING_FILES, tflite_stage
 from conversion.streaming import convert_streaming
 from conversion.to_tflite import main as to_tflite_main
-from runtime.clip import TorchRunner, load_runner
+from runtime.clip import TorchRunner
+from runtime.models import open_model
 from runtime.stream import StreamingTFLiteRunner, TorchStreamRunner, is_streaming_onnx, is_streaming_tflite
 from tests.conftest import smooth_clips, snapshot, training_checkpoint, with_real_batchnorm_statistics
+from torch_tsm.card import read_card
 from torch_tsm.cli import run
-from torch_tsm.clips import held_out_clips, read_card
+from torch_tsm.clips import held_out_clips
 from torch_tsm.datamodule import ClipDataModule
 from torch_tsm.errors import UserError
 from torch_tsm.metrics import predict_logits
 from torch_tsm.model import build_model, load_model
 from torch_tsm.streaming import Stream, StreamingTSM
 
-pytestmark = pytest.mark.parity  # the stream routes of the parity contract
+pytestmark = pytest.mark.parity  # the stream stages of the parity contract
 
 LONG_STREAM_CLIPS = 40  # 40 clips x 8 frames: a 320-frame stream (PyTorch runs it as one clip too)
 
@@ -141,7 +143,7 @@ def test_writes_the_streaming_models_of_both_routes_and_their_figures(streaming_
     for route in ROUTES:
         figures = card["streaming"][route]
         assert figures["feedback"] == {f"new_buffer_{i}": f"buffer_{i}" for i in range(10)}
-        assert set(STREAMING_FILES[route]) <= {row["route"] for row in figures["parity"]}
+        assert set(STREAMING_FILES[route]) <= {row["stage"] for row in figures["parity"]}
         # 200 labelled held-out clips (the default): every stage judged and passed there; on the 8
         # unlabelled random-pixel clips uint8 is reported, not judged (docs/parity.md), float is judged.
         for row in figures["parity"]:
@@ -188,7 +190,7 @@ def test_streaming_tflite_models_meet_their_bounds(parity_report, route):
         found = [
             row
             for row in rows
-            if row["route"] == tflite_stage(route, precision) and row["inputs"] in (parity.HELD_OUT, parity.RANDOM_PIXELS)
+            if row["stage"] == tflite_stage(route, precision) and row["inputs"] in (parity.HELD_OUT, parity.RANDOM_PIXELS)
         ]
         assert [(row["inputs"], row["clips"]) for row in found] == [("held-out clips", parity.UINT8_MIN_CLIPS), ("random pixels", 8)]
         assert [row["verdict"] for row in found] == ["pass", "pass" if precision == "f32" else "not judged"], printed
@@ -286,4 +288,4 @@ def test_a_streaming_model_where_a_clip_model_is_needed_is_one_line(streaming_co
         UserError,
         match=r"model_streaming_uint8.tflite: a streaming model \(a frame and buffers in, logits and buffers out\), where a clip model is needed",
     ):
-        load_runner(path)
+        open_model(path, streaming=False)

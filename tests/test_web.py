@@ -6,7 +6,7 @@ reports what it fed the model frame by frame: the camera frame as the browser de
 input it prepared, and the uint8 logits LiteRT.js gave. Each is checked against an independent
 reference: the frame against our own decoding of the .y4m, the input against torch_tsm's letterbox of
 the page's own frame, the logits against runtime.stream's LiteRT runner in Python on the page's own
-inputs (the parity route "litert.js"). Without Chromium, chromedriver, LiteRT.js (npm), Selenium or
+inputs (the parity stage "litert.js"). Without Chromium, chromedriver, LiteRT.js (npm), Selenium or
 node they skip, saying which is missing; in CI (CI=true) they fail instead, so that a green CI means
 the page was tested.
 """
@@ -128,10 +128,11 @@ def test_manifest_says_what_is_wrong(streaming_converted, tmp_path):
     with pytest.raises(ValueError, match="no uint8 TFLite model here"):
         manifest(tmp_path)
     float_model = link_model(tmp_path / "float", streaming_converted, "model_streaming_float32.tflite", "model_streaming_uint8.tflite")
+    shutil.copy(streaming_converted / "model_card.json", float_model)  # with its T (open_model reads it), only the tensors are wrong
     with pytest.raises(ValueError, match="float32 tensors"):
         manifest(float_model)
     streaming_as_clip = link_model(tmp_path / "clip", streaming_converted, "model_streaming_uint8.tflite", "model_uint8.tflite")
-    with pytest.raises(ValueError, match="not a clip model of this toolkit"):
+    with pytest.raises(ValueError, match="a streaming model .*, where a clip model is needed"):
         manifest(streaming_as_clip)
 
 
@@ -314,8 +315,8 @@ def assert_stream_matches_python(got: browser.Recorded, model: Path) -> np.ndarr
 
 @pytest.mark.parity
 @pytest.mark.parametrize("model", ["model_streaming_uint8.tflite", "model_keras_streaming_uint8.tflite"])
-def test_litert_js_route_matches_python_litert_frame_by_frame(page_browser, streaming_converted, tmp_path, model):
-    """The "litert.js" route: the page on the fake camera against runtime.stream in Python, same decoded frames,
+def test_litert_js_stage_matches_python_litert_frame_by_frame(page_browser, streaming_converted, tmp_path, model):
+    """The "litert.js" stage: the page on the fake camera against runtime.stream in Python, same decoded frames,
     with either conversion route's streaming model."""
     folder = streaming_folder(streaming_converted, tmp_path / "run", model)
     page = open_folder(page_browser, folder)
@@ -437,6 +438,7 @@ def test_the_page_says_what_is_wrong(page_browser, streaming_converted, tmp_path
     empty = tmp_path / "empty"
     empty.mkdir()
     not_ours = link_model(tmp_path / "float", streaming_converted, "model_streaming_float32.tflite", "model_streaming_uint8.tflite")
+    shutil.copy(streaming_converted / "model_card.json", not_ours)  # with its T (open_model reads it), only the tensors are wrong
     for folder, expected in ((empty, "no uint8 TFLite model here"), (not_ours, "float32 tensors")):
         page = open_folder(page_browser, folder)
         assert page["state"] == "error" and expected in page["error"]

@@ -3,7 +3,7 @@ light, sensor noise, blur, compression, a hand a little off-centre, another aspe
 
 CAMERA_CHANGES maps a name to a function of uint8 clips (M, T, S, S, 3) -> (M, T, S, S, 3), the same
 change to every frame of a clip, deterministic (the noise is seeded). Sizes scale with S, so a
-change means the same at 64 px and at 224 px. conversion.parity measures every uint8 route under
+change means the same at 64 px and at 224 px. conversion.parity measures every uint8 stage under
 each (its camera-change rows).
 """
 

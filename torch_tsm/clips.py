@@ -1,29 +1,10 @@
 """Real clips for calibration and parity, read with the same data code and preprocessing as training."""
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from torch_tsm.datamodule import ClipDataModule
-
-
-def read_card(model_dir: Path) -> dict:
-    path = Path(model_dir) / "model_card.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {model_dir} is not a model folder written by torch_tsm.train")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def update_card(model_dir: Path, labels: list[str], figures: dict, *keys: str) -> None:
-    """Writes `figures` at card[keys[0]][keys[1]]... of model_dir/model_card.json, creating the card if need be."""
-    path = Path(model_dir) / "model_card.json"
-    card = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"model": "MobileNetV2-TSM", "labels": labels}
-    section = card
-    for key in keys[:-1]:
-        section = section.setdefault(key, {})
-    section[keys[-1]] = figures
-    path.write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 def data_module(config: dict, data: str | None = None, data_root: Path | None = None) -> ClipDataModule:

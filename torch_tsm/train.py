@@ -9,7 +9,6 @@ Multi-GPU or multi-node runs need flags only, e.g. --accelerator gpu --devices 4
 
 import argparse
 import inspect
-import json
 import os
 import shutil
 import sys
@@ -25,6 +24,7 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
 from torch_tsm.augment import parse_flip_pairs
+from torch_tsm.card import write_card
 from torch_tsm.cli import add_verbose_flag, ignoring_warning, run, setup, summary, user_errors, verbose_requested
 from torch_tsm.datamodule import DATA_KINDS, ClipDataModule
 from torch_tsm.errors import UserError
@@ -461,7 +461,7 @@ def write_model_card(output: Path, args: Namespace, data: ClipDataModule, second
     }
     if model.shift == "causal" and data.data == "synthetic":
         card["decision"], card["live"] = live_card(model, data)
-    (output / "model_card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_card(output, card)
     return card
 
 

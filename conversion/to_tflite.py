@@ -223,8 +223,9 @@ def main(argv: list[str] | None = None) -> dict:
     if Path(output) != checkpoint.parent and trained:
         merge_cards(checkpoint.parent, output)
     print(conversion_summary(output, figures, args.streaming))
-    if args.streaming and not figures["failed"] and config.get("data") == "synthetic" and Path(output) == checkpoint.parent:
-        # The live figures of the model a user ships: its letters on the built-in held-out continuous videos.
+    if not figures["failed"] and config.get("data") == "synthetic" and Path(output) == checkpoint.parent:
+        # The live figures of the model a user ships: its letters on the built-in held-out continuous videos,
+        # frame by frame (streaming) or on a sliding window of T frames (clip).
         u8 = next(file for stage, file in figures["files"].items() if stage.endswith("u8"))
         evaluate_live(Path(output) / u8)
     if figures["failed"]:

@@ -15,7 +15,8 @@ from torch import Tensor, nn
 
 from conversion.errors import ConversionError
 from torch_tsm.cli import ignoring_warning
-from torch_tsm.model import FoldedStem, MobileNetV2TSM
+from torch_tsm.model import FoldedStem, MobileNetV2TSM, export_form
+from torch_tsm.shift import temporal_shift, temporal_shift_conv
 
 OPSET = 17
 
@@ -36,12 +37,30 @@ class ClipAsFrames(nn.Module):
         return frame_logits.mean(dim=0, keepdim=True)
 
 
+def onnx2tf_shift(x: Tensor, num_segments: int, fold_div: int = 8, mode: str = "bidirectional") -> Tensor:
+    """temporal_shift_conv, except where onnx2tf would lay its view out wrongly: the slice form there.
+
+    The convolution's view goes (T, C, H, W) -> (T, H, W, C) -> (1, T, H*W, C) -> (1, C, T, H*W). onnx2tf
+    guesses the layout of a tensor whose last three dimensions are all equal; on C == H == W (the demo
+    model's 16 x 16 x 16 block at 64 px, width 0.5) it guessed wrong and the logits were off by 0.1 at a scale
+    of 0.2, with or without its strict mode; likewise T == H*W == C. The slice form converts there.
+    """
+    # (N*T, C, H, W) -> (N*T, C, H, W)
+    return (temporal_shift if onnx2tf_ambiguous(*x.shape[1:], num_segments) else temporal_shift_conv)(x, num_segments, fold_div, mode)
+
+
+def onnx2tf_ambiguous(channels: int, height: int, width: int, num_segments: int) -> bool:
+    """Whether the conv form's view of a (C, H, W) block has dimensions that onnx2tf cannot tell apart."""
+    return channels == height == width or num_segments == height * width == channels
+
+
 def export_onnx(model: MobileNetV2TSM, path: Path, image_size: int) -> None:
     """Writes a checked, simplified ONNX model of one clip of `image_size` frames."""
     example = torch.zeros(model.num_segments, 3, image_size, image_size)
     # The wrapper must be in eval mode too: the exporter restores the wrapper's mode afterwards, and a
     # fresh module is in training mode, which would leave `model` training (BatchNorm on batch stats).
-    with unfolded_slices_unreported():
+    # The shift as one depthwise convolution along time (export_form): the same function as in training.
+    with unfolded_slices_unreported(), export_form(model, onnx2tf_shift):
         torch.onnx.export(
             ClipAsFrames(model).eval(),
             (example,),

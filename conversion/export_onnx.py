@@ -5,7 +5,8 @@ The ONNX graph takes the clip as a batch of frames, `frames (T, 3, H, W)` float 
 (1, T, H, W, 3) of the TFLite model is added afterwards in TensorFlow, as a plain reshape.
 """
 
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import onnx
@@ -60,7 +61,7 @@ def export_onnx(model: MobileNetV2TSM, path: Path, image_size: int) -> None:
     # The wrapper must be in eval mode too: the exporter restores the wrapper's mode afterwards, and a
     # fresh module is in training mode, which would leave `model` training (BatchNorm on batch stats).
     # The shift as one depthwise convolution along time (export_form): the same function as in training.
-    with unfolded_slices_unreported(), export_form(model, onnx2tf_shift):
+    with unfolded_slices_unreported(), shift_constants_unreported(), export_form(model, onnx2tf_shift):
         torch.onnx.export(
             ClipAsFrames(model).eval(),
             (example,),
@@ -77,6 +78,18 @@ def unfolded_slices_unreported() -> AbstractContextManager[None]:
     """The exporter warns, once per pass, that it does not constant-fold slices with steps other than 1;
     nobody can act on that: onnxsim folds what can be folded right after (check_and_simplify)."""
     return ignoring_warning("Constant folding - Only steps=1 can be constant folded", UserWarning)
+
+
+@contextmanager
+def shift_constants_unreported() -> Iterator[None]:
+    """The tracer warns that the shift's checks of a block's shape (a whole number of clips, onnx2tf_shift's
+    choice of form) and its taps (torch_tsm.shift.shift_taps) become constants: so they should, the exported
+    graph has fixed shapes and fixed taps by design."""
+    with (
+        ignoring_warning("Converting a tensor to a Python boolean", torch.jit.TracerWarning),
+        ignoring_warning("torch.tensor results are registered as constants", torch.jit.TracerWarning),
+    ):
+        yield
 
 
 def check_and_simplify(path: Path) -> None:

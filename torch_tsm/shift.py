@@ -66,16 +66,17 @@ def temporal_shift_conv(x: Tensor, num_segments: int, fold_div: int = 8, mode: s
 
 
 def shift_taps(channels: int, fold_div: int = 8, mode: str = "bidirectional") -> Tensor:
-    """(C, 3) float32: per channel, the weights of frames t-1, t, t+1 in the shifted frame t (one 1, two 0s)."""
+    """(C, 3) float32: per channel, the weights of frames t-1, t, t+1 in the shifted frame t (one 1, two 0s).
+    Built from Python lists: an export traces it as one constant (in-place writes would trace as ScatterND)."""
     fold = channels // fold_div
-    taps = torch.zeros(channels, 3)
-    taps[:, 1] = 1  # the frame itself
+    previous, itself, following = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]
     if mode == "causal":
-        taps[:fold, 1], taps[:fold, 0] = 0, 1  # from the previous frame
+        rows = [previous] * fold + [itself] * (channels - fold)
     elif mode == "bidirectional":
-        taps[:fold, 1], taps[:fold, 2] = 0, 1  # from the next frame
-        taps[fold : 2 * fold, 1], taps[fold : 2 * fold, 0] = 0, 1  # from the previous frame
-    return taps
+        rows = [following] * fold + [previous] * fold + [itself] * (channels - 2 * fold)
+    else:
+        rows = [itself] * channels
+    return torch.tensor(rows)
 
 
 def _from_previous_frame(x: Tensor, num_segments: int) -> Tensor:

@@ -4,8 +4,11 @@ import argparse
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -87,6 +90,31 @@ def alternate_times(calls: dict[str, Callable[[], object]], runs: int, warmup: i
             calls[name]()
             times[name].append(time.perf_counter() - started)
     return times
+
+
+# A process of its own that keeps one core busy: what a phone's other work does to our threads.
+# It ends by itself after `seconds`, whatever happens to the benchmark that started it.
+_SPIN = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end:\n    pass\n"
+
+
+@contextmanager
+def busy_core(seconds: float = 600) -> Iterator[None]:
+    """One core kept busy by a spinning child process for the block (bounded: it exits after `seconds`)."""
+    spinner = subprocess.Popen([sys.executable, "-c", _SPIN, str(seconds)])
+    try:
+        time.sleep(0.2)  # let it start spinning before anything is timed
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def quiet_and_busy_times(calls: dict[str, Callable[[], object]], runs: int, warmup: int) -> dict[str, dict[str, list[float]]]:
+    """alternate_times twice: quiet, then with one core kept busy by a process of its own (busy_core)."""
+    quiet = alternate_times(calls, runs, warmup)
+    with busy_core():
+        busy = alternate_times(calls, runs, warmup)
+    return {"quiet": quiet, "busy": busy}
 
 
 def ratio_row(

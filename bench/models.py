@@ -24,8 +24,9 @@ from torch_tsm.model import MobileNetV2TSM, build_model, load_model
 
 # Part of every cached model's folder name: bump it when conversion makes another graph of the same
 # checkpoint, so that no benchmark times a stale one (2: the normalization folded into the first convolution
-# of the clip models; 3: into the streaming models' too, and folded in float64).
-GRAPH_VERSION = 3
+# of the clip models; 3: into the streaming models' too, and folded in float64; 4: the shift as one depthwise
+# convolution along time, torch_tsm.shift.temporal_shift_conv).
+GRAPH_VERSION = 4
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ re-run on a sliding window for every prediction.
 
 All three uint8 models run in turns in this one process, on frames of the same real clip, including
 the work a live loop does per call (feeding inputs and reading outputs, the buffers carried over).
+Row 11a is measured twice: quiet, and with one core kept busy by a process of its own (row 11f).
 
     python -m bench.streaming_latency [--quick]
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import WORK, Report, Settings, alternate_medians, ratio_row, run_alone
+from bench.common import WORK, Report, Settings, alternate_medians, busy_core, ratio_row, run_alone
 from bench.latency import keras_applications_call, tflite_call
 from bench.models import ModelSpec, benchmark_models, converted_model, spec, synthetic_data, write_checkpoint
 from conversion.inspect import inspect_tflite
@@ -46,6 +47,51 @@ def streaming_model(settings: Settings, route: str) -> tuple[Path, float]:
     return folder / model_file, seconds
 
 
+def int8_io_streaming_model(settings: Settings) -> Path:
+    """The keras route's uint8 streaming model of the same checkpoint with int8 inputs and outputs: no QUANTIZE
+    at the 10 buffer inputs, 10 buffer outputs, frame and logits (cached). It isolates what the uint8 state costs."""
+    import tensorflow as tf
+
+    from conversion.streaming import calibration_inputs, calibration_streams, keras_step
+    from conversion.tflite import function_converter
+    from runtime.stream import TorchStreamRunner
+    from tf_reference import streaming_from_torch_model
+    from torch_tsm.streaming import StreamingTSM
+
+    stream_path, _ = streaming_model(settings, "keras")
+    path = stream_path.parent / "int8_io_streaming.tflite"
+    if path.is_file():
+        return path
+    model = load_model(stream_path.parent / "checkpoint" / "model.ckpt")
+    calibration, _ = load_clips(synthetic_data(spec(settings, "causal")), "train", 4)
+    steps = calibration_inputs(TorchStreamRunner(StreamingTSM(model), settings.image_size), calibration_streams(calibration))
+    keras_model = streaming_from_torch_model(model)  # kept alive: the step function refers to its variables
+    with function_converter(keras_step(keras_model)) as converter:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: iter(steps)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = converter.inference_output_type = tf.int8
+        path.write_bytes(converter.convert())
+    return path
+
+
+def raw_call(path: Path, threads: int):
+    """A call that runs a model on zero inputs and reads every output (timing only)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=threads)
+    interpreter.allocate_tensors()
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+
+    def call() -> None:
+        interpreter.invoke()
+        for detail in interpreter.get_output_details():
+            interpreter.get_tensor(detail["index"])
+
+    return call
+
+
 def measure(settings: Settings) -> Report:
     stream_path, conversion_seconds = streaming_model(settings, "onnx")
     keras_path, keras_seconds = streaming_model(settings, "keras")
@@ -64,6 +110,16 @@ def measure(settings: Settings) -> Report:
         "keras.applications": keras_applications_call(settings, clip[:1]),
     }
     seconds = alternate_medians(calls, settings.runs, settings.warmup)
+    # Rows 11g and 11h in a group of their own: with 8 interpreters in turns on 2 cores, the idle threads of one
+    # slowed the next (the plain frame took 2.2 ms in one interpreter and 4.0 ms in another in the same run).
+    isolated = {
+        "keras, uint8 state": raw_call(keras_path, settings.threads),
+        "keras, int8 io": raw_call(int8_io_streaming_model(settings), settings.threads),
+        "single, raw": raw_call(single.uint8, settings.threads),
+    }
+    seconds |= alternate_medians(isolated, 2 * settings.runs, settings.warmup)
+    with busy_core():
+        busy = alternate_medians({name: calls[name] for name in ("stream", "single")}, settings.runs, settings.warmup)
 
     command = f"python -m bench.streaming_latency{settings.flag}"
     rows = [
@@ -72,7 +128,16 @@ def measure(settings: Settings) -> Report:
             "per-frame latency, uint8 streaming TSM / plain MobileNetV2 on one frame",
             (seconds["stream"], seconds["single"]),
             ("streaming", "plain frame"),
-            1.15,
+            1.05,
+            True,
+            command,
+        ),
+        ratio_row(
+            "11f",
+            "the same, one core kept busy by a process of its own",
+            (busy["stream"], busy["single"]),
+            ("streaming", "plain frame"),
+            1.05,
             True,
             command,
         ),
@@ -112,16 +177,37 @@ def measure(settings: Settings) -> Report:
             True,
             command,
         ),
+        ratio_row(
+            "11g",
+            "the keras route's streaming model with int8 state, frame and logits (no QUANTIZE at its 22 inputs and outputs) "
+            "/ plain MobileNetV2 on one frame, model calls alone (for the record: what int8 state would leave)",
+            (seconds["keras, int8 io"], seconds["single, raw"]),
+            ("int8 io", "plain frame"),
+            None,
+            True,
+            command,
+        ),
+        ratio_row(
+            "11h",
+            "the same with the shipped uint8 state, frame and logits / plain MobileNetV2 on one frame, model calls alone",
+            (seconds["keras, uint8 state"], seconds["single, raw"]),
+            ("uint8 state", "plain frame"),
+            None,
+            True,
+            command,
+        ),
     ]
     ops = inspect_tflite(stream_path).ops
     plain_ops = inspect_tflite(single.uint8).ops
     extra = {name: ops[name] - plain_ops.get(name, 0) for name in ops if ops[name] > plain_ops.get(name, 0)}
-    if rows[0].met is False:
-        rows[
-            0
-        ].why = f"The streaming graph adds {', '.join(f'{n} {name}' for name, n in sorted(extra.items()))} over the plain one: buffer slicing, concatenation and (de)quantization at the 21 inputs and outputs."
+    for row in rows[:2]:
+        if row.met is False:
+            row.why = (
+                f"The streaming graph adds {', '.join(f'{n} {name}' for name, n in sorted(extra.items()))} over the plain one: "
+                "buffer slicing, concatenation and (de)quantization at the 21 inputs and outputs."
+            )
     backbone = seconds["single"] / seconds["keras.applications"]
-    for row, path, name in ((rows[3], stream_path, "stream"), (rows[4], keras_path, "keras")):
+    for row, path, name in ((rows[4], stream_path, "stream"), (rows[5], keras_path, "keras")):
         if row.met is False:
             row.why = (
                 "Its graph still normalizes the frame with a SUB and a MUL, 3 values broadcast over the last axis, which the "

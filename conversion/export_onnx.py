@@ -5,7 +5,8 @@ The ONNX graph takes the clip as a batch of frames, `frames (T, 3, H, W)` float 
 (1, T, H, W, 3) of the TFLite model is added afterwards in TensorFlow, as a plain reshape.
 """
 
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import onnx
@@ -15,7 +16,8 @@ from torch import Tensor, nn
 
 from conversion.errors import ConversionError
 from torch_tsm.cli import ignoring_warning
-from torch_tsm.model import FoldedStem, MobileNetV2TSM
+from torch_tsm.model import FoldedStem, MobileNetV2TSM, export_form
+from torch_tsm.shift import temporal_shift, temporal_shift_conv
 
 OPSET = 17
 
@@ -36,12 +38,30 @@ class ClipAsFrames(nn.Module):
         return frame_logits.mean(dim=0, keepdim=True)
 
 
+def onnx2tf_shift(x: Tensor, num_segments: int, fold_div: int = 8, mode: str = "bidirectional") -> Tensor:
+    """temporal_shift_conv, except where onnx2tf would lay its view out wrongly: the slice form there.
+
+    The convolution's view goes (T, C, H, W) -> (T, H, W, C) -> (1, T, H*W, C) -> (1, C, T, H*W). onnx2tf
+    guesses the layout of a tensor whose last three dimensions are all equal; on C == H == W (the demo
+    model's 16 x 16 x 16 block at 64 px, width 0.5) it guessed wrong and the logits were off by 0.1 at a scale
+    of 0.2, with or without its strict mode; likewise T == H*W == C. The slice form converts there.
+    """
+    # (N*T, C, H, W) -> (N*T, C, H, W)
+    return (temporal_shift if onnx2tf_ambiguous(*x.shape[1:], num_segments) else temporal_shift_conv)(x, num_segments, fold_div, mode)
+
+
+def onnx2tf_ambiguous(channels: int, height: int, width: int, num_segments: int) -> bool:
+    """Whether the conv form's view of a (C, H, W) block has dimensions that onnx2tf cannot tell apart."""
+    return channels == height == width or num_segments == height * width == channels
+
+
 def export_onnx(model: MobileNetV2TSM, path: Path, image_size: int) -> None:
     """Writes a checked, simplified ONNX model of one clip of `image_size` frames."""
     example = torch.zeros(model.num_segments, 3, image_size, image_size)
     # The wrapper must be in eval mode too: the exporter restores the wrapper's mode afterwards, and a
     # fresh module is in training mode, which would leave `model` training (BatchNorm on batch stats).
-    with unfolded_slices_unreported():
+    # The shift as one depthwise convolution along time (export_form): the same function as in training.
+    with unfolded_slices_unreported(), shift_constants_unreported(), export_form(model, onnx2tf_shift):
         torch.onnx.export(
             ClipAsFrames(model).eval(),
             (example,),
@@ -58,6 +78,18 @@ def unfolded_slices_unreported() -> AbstractContextManager[None]:
     """The exporter warns, once per pass, that it does not constant-fold slices with steps other than 1;
     nobody can act on that: onnxsim folds what can be folded right after (check_and_simplify)."""
     return ignoring_warning("Constant folding - Only steps=1 can be constant folded", UserWarning)
+
+
+@contextmanager
+def shift_constants_unreported() -> Iterator[None]:
+    """The tracer warns that the shift's checks of a block's shape (a whole number of clips, onnx2tf_shift's
+    choice of form) and its taps (torch_tsm.shift.shift_taps) become constants: so they should, the exported
+    graph has fixed shapes and fixed taps by design."""
+    with (
+        ignoring_warning("Converting a tensor to a Python boolean", torch.jit.TracerWarning),
+        ignoring_warning("torch.tensor results are registered as constants", torch.jit.TracerWarning),
+    ):
+        yield
 
 
 def check_and_simplify(path: Path) -> None:

@@ -13,7 +13,7 @@ import torch
 
 from conversion import parity
 from conversion.errors import ConversionError
-from conversion.export_onnx import export_onnx
+from conversion.export_onnx import export_onnx, onnx2tf_ambiguous
 from conversion.inspect import inspect_tflite
 from conversion.inspect import main as inspect_main
 from conversion.onnx_to_tf import onnx_to_saved_model
@@ -48,6 +48,32 @@ def test_uint8_model_is_builtin_static_and_integer(converted, trained_run, route
     assert (clip_input.scale, clip_input.zero_point) == (1.0, 0)  # raw pixels in, unchanged
     assert logits_output.shape == (1, len(model.labels)) and logits_output.dtype == "uint8"
     assert inspect_tflite(converted / parity.STAGE_FILES[f"{route}-f32"]).ok
+
+
+# The output stride of MobileNetV2's 10 shifted blocks (features 3, 5, 6, 8, 9, 10, 12, 13, 15, 16)
+SHIFTED_BLOCK_STRIDES = (4, 8, 8, 16, 16, 16, 16, 16, 32, 32)
+# Ops that the shift, written as slices, pads, gathers or transposes, used to add around each shifted block
+SLICING_OPS = ("STRIDED_SLICE", "SLICE", "SPLIT", "SPLIT_V", "GATHER", "GATHER_ND", "TRANSPOSE")
+
+
+@pytest.mark.parametrize("route", ["tflite", "keras-tflite"])
+def test_uint8_shift_is_one_convolution_per_shifted_block(converted, trained_run, route):
+    # MobileNetV2 runs 52 convolutions (35 CONV_2D, 17 DEPTHWISE_CONV_2D) at any width; its own graph pads
+    # before the 4 strided depthwise layers and concatenates the stem's mean border twice (FoldedStem).
+    # The shift (temporal_shift_conv) adds one depthwise convolution per shifted block (onnx2tf writes it as
+    # a grouped CONV_2D, the Keras twin as DEPTHWISE_CONV_2D) and the two RESHAPEs of its (N, T, H*W, C) view.
+    # The onnx route keeps the slice form where onnx2tf cannot tell the view's dimensions apart (export_onnx.
+    # onnx2tf_shift): in this 64 px model, the one block of 16 x 16 x 16 (3 STRIDED_SLICE, a PAD, a concatenation).
+    model = load_model(trained_run / "best.ckpt")
+    shapes = [(b.conv[0][0].in_channels, 64 // stride, 64 // stride) for b, stride in zip(model.shifted_blocks(), SHIFTED_BLOCK_STRIDES)]
+    sliced = sum(onnx2tf_ambiguous(*shape, model.num_segments) for shape in shapes) if route == "tflite" else 0
+    convolved = len(shapes) - sliced
+    ops = inspect_tflite(converted / parity.ROUTE_FILES[f"{route}-u8"]).ops
+    assert ops["CONV_2D"] + ops["DEPTHWISE_CONV_2D"] == 52 + convolved, ops
+    assert ops["STRIDED_SLICE"] == 3 * sliced and not any(ops[name] for name in SLICING_OPS if name != "STRIDED_SLICE"), ops
+    assert (ops["PAD"], ops["CONCATENATION"]) == (4 + sliced, 2 + sliced), ops
+    assert ops["RESHAPE"] <= 2 * convolved + 2, ops
+    assert ops.total() <= 75 + 3 * convolved + 5 * sliced, ops  # the plain MobileNetV2's 74-75 ops, and the shift's
 
 
 def test_model_card_holds_the_conversion_figures(converted):

@@ -26,6 +26,7 @@ an activation can be compared with its torch twin by name. This module does not 
 from collections.abc import Callable
 
 import keras  # Keras 3, what tf.keras is with TF 2.21
+import numpy as np
 import tensorflow as tf
 
 # Copied from torch_tsm.model and torch_tsm.shift, which import torch.
@@ -152,6 +153,20 @@ def _torch_padding(x: tf.Tensor, kernel_size: int, stride: int, name: str) -> tu
     return keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}.pad")(x), "valid"
 
 
+def shift_taps(channels: int, fold_div: int = FOLD_DIV, mode: str = "bidirectional") -> np.ndarray:
+    """(C, 3) float32: per channel, the weights of frames t-1, t, t+1 in the shifted frame t, as
+    torch_tsm.shift.shift_taps (copied: this module does not import torch)."""
+    fold = channels // fold_div
+    taps = np.zeros((channels, 3), np.float32)
+    taps[:, 1] = 1  # the frame itself
+    if mode == "causal":
+        taps[:fold] = (1, 0, 0)  # from the previous frame
+    elif mode == "bidirectional":
+        taps[:fold] = (0, 0, 1)  # from the next frame
+        taps[fold : 2 * fold] = (1, 0, 0)  # from the previous frame
+    return taps
+
+
 def _make_divisible(value: float, divisor: int = 8) -> int:
     # torchvision.models._utils._make_divisible: round to a multiple of 8, never more than 10% down
     rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
@@ -164,9 +179,11 @@ class TemporalShift(keras.layers.Layer):
 
     bidirectional: channels [0, C/8) take the next frame, [C/8, 2C/8) the previous one;
     causal: channels [0, C/8) take the previous frame; none: identity.
-    Channel slices, a pad along the frame axis and a concatenation, as the torch version: TFLite builtins
-    only. Slices rather than tf.split: XNNPACK does not take SPLIT_V, which cut the one-clip TFLite graph
-    into 11 delegate partitions (measured here); with slices it stays one.
+    Written as torch_tsm.shift.temporal_shift_conv, the export form: the frames viewed as (N, T, H*W, C)
+    and ONE depthwise convolution along time with fixed 0/1 taps, zero-padded by one frame at each end of
+    every clip. Exact in float32 (each output is 1 * one input + 0 * two others) and, in TFLite, a
+    DEPTHWISE_CONV_2D between two RESHAPEs where channel slices, pads and a concatenation took 8 ops per
+    block (measured in BENCHMARKS.md). A clip never sees its neighbour, so stacked clips need no mask.
     """
 
     def __init__(self, num_segments: int, mode: str = "bidirectional", fold_div: int = FOLD_DIV, **kwargs) -> None:
@@ -183,33 +200,12 @@ class TemporalShift(keras.layers.Layer):
             return x
         if x.shape[0] is not None and x.shape[0] % self.num_segments:
             raise ValueError(f"first axis {x.shape[0]} is not a whole number of {self.num_segments}-frame clips")
-        fold = x.shape[-1] // self.fold_div
-        if self.mode == "causal":
-            return tf.concat([self._from_previous_frame(x[..., :fold]), x[..., fold:]], axis=-1)
-        from_next = self._from_next_frame(x[..., :fold])
-        from_previous = self._from_previous_frame(x[..., fold : 2 * fold])
-        return tf.concat([from_next, from_previous, x[..., 2 * fold :]], axis=-1)
-
-    def _from_previous_frame(self, x: tf.Tensor) -> tf.Tensor:
-        # (N*T, H, W, F) -> (N*T, H, W, F): frame t holds frame t-1, zeros at t = 0
-        shifted = tf.pad(x[:-1], [[1, 0], [0, 0], [0, 0], [0, 0]])
-        return self._cut_clip_boundaries(shifted, empty_frame=0)
-
-    def _from_next_frame(self, x: tf.Tensor) -> tf.Tensor:
-        # (N*T, H, W, F) -> (N*T, H, W, F): frame t holds frame t+1, zeros at t = T-1
-        shifted = tf.pad(x[1:], [[0, 1], [0, 0], [0, 0], [0, 0]])
-        return self._cut_clip_boundaries(shifted, empty_frame=self.num_segments - 1)
-
-    def _cut_clip_boundaries(self, shifted: tf.Tensor, empty_frame: int) -> tf.Tensor:
-        # (N*T, H, W, F) -> (N*T, H, W, F)
-        # With several clips stacked (or a batch size unknown when traced) the pad only empties the ends
-        # of the whole stack; frames at inner clip boundaries received a neighbouring clip's frame and are
-        # zeroed here. A graph traced for exactly one clip needs no mask, so none is built.
-        if shifted.shape[0] == self.num_segments:
-            return shifted
-        frame_index = tf.range(tf.shape(shifted)[0]) % self.num_segments
-        keep = tf.cast(frame_index != empty_frame, shifted.dtype)
-        return shifted * tf.reshape(keep, [-1, 1, 1, 1])
+        height, width = (x.shape[axis] or tf.shape(x)[axis] for axis in (1, 2))  # static where known
+        channels = x.shape[-1]
+        clips = tf.reshape(x, [-1, self.num_segments, height * width, channels])
+        kernel = tf.constant(shift_taps(channels, self.fold_div, self.mode).T[:, None, :, None], x.dtype)  # (3, 1, C, 1)
+        shifted = tf.nn.depthwise_conv2d(clips, kernel, strides=[1, 1, 1, 1], padding="SAME")
+        return tf.reshape(shifted, [-1, height, width, channels])
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return input_shape

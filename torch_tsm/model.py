@@ -8,6 +8,8 @@
   -> mean over the T frames                     clip logits (N, K)
 """
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -16,7 +18,10 @@ from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 from torchvision.models.mobilenetv2 import InvertedResidual
 
 from torch_tsm.errors import UserError, reading
-from torch_tsm.shift import SHIFT_MODES, temporal_shift
+from torch_tsm.shift import SHIFT_MODES, temporal_shift, temporal_shift_conv
+
+# (frames (N*T, C, H, W), num_segments, mode=...) -> shifted frames: temporal_shift or temporal_shift_conv
+ShiftFn = Callable[..., Tensor]
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # in 0..255 pixel units
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -35,10 +40,11 @@ class ShiftedInvertedResidual(nn.Module):
         self.conv = block.conv
         self.num_segments = num_segments
         self.shift = shift
+        self.shift_fn: ShiftFn = temporal_shift  # export_form swaps in the export form, the same function
 
     def forward(self, x: Tensor) -> Tensor:
         # (N*T, C, H, W) -> (N*T, C, H, W)
-        return x + self.conv(temporal_shift(x, self.num_segments, mode=self.shift))
+        return x + self.conv(self.shift_fn(x, self.num_segments, mode=self.shift))
 
 
 class MobileNetV2TSM(nn.Module):
@@ -92,6 +98,21 @@ class MobileNetV2TSM(nn.Module):
 
     def shifted_blocks(self) -> list[ShiftedInvertedResidual]:
         return [m for m in self.features if isinstance(m, ShiftedInvertedResidual)]
+
+
+@contextmanager
+def export_form(model: MobileNetV2TSM, shift_fn: ShiftFn = temporal_shift_conv) -> Iterator[MobileNetV2TSM]:
+    """Within the block, `model`'s shift is `shift_fn`, by default torch_tsm.shift.temporal_shift_conv: the same
+    function as one depthwise convolution along time, the form an exported graph takes (one convolution per
+    shifted block in TFLite instead of 8 slices, pads and concatenations). Training keeps the slice form."""
+    blocks = model.shifted_blocks()
+    for block in blocks:
+        block.shift_fn = shift_fn
+    try:
+        yield model
+    finally:
+        for block in blocks:
+            block.shift_fn = temporal_shift
 
 
 class FoldedStem(nn.Module):

@@ -8,7 +8,12 @@ Written as a channel split, `F.pad` along the first axis and a channel concatena
 formulation measured to survive ONNX export, onnxsim and onnx2tf unchanged (no 5-D reshapes, no
 transposes, no gathers). Slicing channels and frames in one expression (`x[1:, :fold]`) is avoided on
 purpose: onnxsim fuses the two slices into one two-axis Slice, whose axes onnx2tf 1.28 swaps.
-Training and export use this same function.
+Training uses this function.
+
+`temporal_shift_conv` is the same function written as ONE depthwise convolution along time: the exported
+graphs use it (torch_tsm.model.export_form), since in a TFLite graph the slices, pads and concatenation
+above are 8 ops per shifted block and it is 1 (plus the 2 reshapes of its view). tests/test_shift.py
+checks that the two are equal, bit for bit, on random tensors of several stacked clips, in every mode.
 """
 
 import torch
@@ -33,6 +38,45 @@ def temporal_shift(x: Tensor, num_segments: int, fold_div: int = 8, mode: str = 
         return torch.cat([_from_previous_frame(shifted, num_segments), rest], dim=1)
     to_next, to_previous, rest = x.split([fold, fold, channels - 2 * fold], dim=1)
     return torch.cat([_from_next_frame(to_next, num_segments), _from_previous_frame(to_previous, num_segments), rest], dim=1)
+
+
+def temporal_shift_conv(x: Tensor, num_segments: int, fold_div: int = 8, mode: str = "bidirectional") -> Tensor:
+    """temporal_shift as a depthwise convolution along time with fixed 0/1 taps (the export form).
+
+    Frames viewed as (N, C, T, H*W): a (3, 1) depthwise kernel whose taps pick frame t+1, t or t-1 per
+    channel, zero-padded by one frame at each end of every clip, as the paper's shift. Each output is
+    1 * one input + 0 * two others: exact in float32, and a clip never sees its neighbour (no mask).
+
+    The view is reached through channels-last (permute, reshape, permute): onnx2tf cancels both
+    permutes against its own NCHW -> NHWC layout, so the TFLite graph holds RESHAPE, the convolution,
+    RESHAPE and no TRANSPOSE (with the permute straight to (C, T, H, W) it held 4 TRANSPOSE per block).
+    """
+    # (N*T, C, H, W) -> (N*T, C, H, W)
+    if mode not in SHIFT_MODES:
+        raise ValueError(f"unknown shift mode {mode!r}; expected one of {SHIFT_MODES}")
+    if mode == "none":
+        return x
+    if x.shape[0] % num_segments:
+        raise ValueError(f"first axis {x.shape[0]} is not a whole number of {num_segments}-frame clips")
+    frames, channels, height, width = x.shape
+    kernel = shift_taps(channels, fold_div, mode).to(x).view(channels, 1, 3, 1)
+    clips = x.permute(0, 2, 3, 1).reshape(frames // num_segments, num_segments, height * width, channels).permute(0, 3, 1, 2)
+    shifted = F.conv2d(clips, kernel, padding=(1, 0), groups=channels)
+    return shifted.permute(0, 2, 3, 1).reshape(frames, height, width, channels).permute(0, 3, 1, 2)
+
+
+def shift_taps(channels: int, fold_div: int = 8, mode: str = "bidirectional") -> Tensor:
+    """(C, 3) float32: per channel, the weights of frames t-1, t, t+1 in the shifted frame t (one 1, two 0s).
+    Built from Python lists: an export traces it as one constant (in-place writes would trace as ScatterND)."""
+    fold = channels // fold_div
+    previous, itself, following = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]
+    if mode == "causal":
+        rows = [previous] * fold + [itself] * (channels - fold)
+    elif mode == "bidirectional":
+        rows = [following] * fold + [previous] * fold + [itself] * (channels - 2 * fold)
+    else:
+        rows = [itself] * channels
+    return torch.tensor(rows)
 
 
 def _from_previous_frame(x: Tensor, num_segments: int) -> Tensor:

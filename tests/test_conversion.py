@@ -36,10 +36,10 @@ def test_writes_every_model_and_nothing_else(converted):
     assert not list((converted / "saved_model").glob("*.tflite"))
 
 
-@pytest.mark.parametrize("route", ["tflite", "keras-tflite"])
-def test_uint8_model_is_builtin_static_and_integer(converted, trained_run, route):
+@pytest.mark.parametrize("stage", ["tflite", "keras-tflite"])
+def test_uint8_model_is_builtin_static_and_integer(converted, trained_run, stage):
     model = load_model(trained_run / "best.ckpt")
-    inspection = inspect_tflite(converted / parity.STAGE_FILES[f"{route}-u8"])
+    inspection = inspect_tflite(converted / parity.STAGE_FILES[f"{stage}-u8"])
     assert inspection.ok, inspection.report()
     assert not any(name.startswith("custom:") for name in inspection.ops)
     assert inspection.ops["DEQUANTIZE"] == 0 and inspection.float_islands == 0
@@ -47,7 +47,7 @@ def test_uint8_model_is_builtin_static_and_integer(converted, trained_run, route
     assert clip_input.shape == (1, 8, 64, 64, 3) and clip_input.dtype == "uint8"
     assert (clip_input.scale, clip_input.zero_point) == (1.0, 0)  # raw pixels in, unchanged
     assert logits_output.shape == (1, len(model.labels)) and logits_output.dtype == "uint8"
-    assert inspect_tflite(converted / parity.STAGE_FILES[f"{route}-f32"]).ok
+    assert inspect_tflite(converted / parity.STAGE_FILES[f"{stage}-f32"]).ok
 
 
 # The output stride of MobileNetV2's 10 shifted blocks (features 3, 5, 6, 8, 9, 10, 12, 13, 15, 16)
@@ -56,8 +56,8 @@ SHIFTED_BLOCK_STRIDES = (4, 8, 8, 16, 16, 16, 16, 16, 32, 32)
 SLICING_OPS = ("STRIDED_SLICE", "SLICE", "SPLIT", "SPLIT_V", "GATHER", "GATHER_ND", "TRANSPOSE")
 
 
-@pytest.mark.parametrize("route", ["tflite", "keras-tflite"])
-def test_uint8_shift_is_one_convolution_per_shifted_block(converted, trained_run, route):
+@pytest.mark.parametrize("stage", ["tflite", "keras-tflite"])
+def test_uint8_shift_is_one_convolution_per_shifted_block(converted, trained_run, stage):
     # MobileNetV2 runs 52 convolutions (35 CONV_2D, 17 DEPTHWISE_CONV_2D) at any width; its own graph pads
     # before the 4 strided depthwise layers and concatenates the stem's mean border twice (FoldedStem).
     # The shift (temporal_shift_conv) adds one depthwise convolution per shifted block (onnx2tf writes it as
@@ -66,9 +66,9 @@ def test_uint8_shift_is_one_convolution_per_shifted_block(converted, trained_run
     # onnx2tf_shift): in this 64 px model, the one block of 16 x 16 x 16 (3 STRIDED_SLICE, a PAD, a concatenation).
     model = load_model(trained_run / "best.ckpt")
     shapes = [(b.conv[0][0].in_channels, 64 // stride, 64 // stride) for b, stride in zip(model.shifted_blocks(), SHIFTED_BLOCK_STRIDES)]
-    sliced = sum(onnx2tf_ambiguous(*shape, model.num_segments) for shape in shapes) if route == "tflite" else 0
+    sliced = sum(onnx2tf_ambiguous(*shape, model.num_segments) for shape in shapes) if stage == "tflite" else 0
     convolved = len(shapes) - sliced
-    ops = inspect_tflite(converted / parity.ROUTE_FILES[f"{route}-u8"]).ops
+    ops = inspect_tflite(converted / parity.STAGE_FILES[f"{stage}-u8"]).ops
     assert ops["CONV_2D"] + ops["DEPTHWISE_CONV_2D"] == 52 + convolved, ops
     assert ops["STRIDED_SLICE"] == 3 * sliced and not any(ops[name] for name in SLICING_OPS if name != "STRIDED_SLICE"), ops
     assert (ops["PAD"], ops["CONCATENATION"]) == (4 + sliced, 2 + sliced), ops

@@ -223,15 +223,14 @@ def main(argv: list[str] | None = None) -> dict:
     if Path(output) != checkpoint.parent and trained:
         merge_cards(checkpoint.parent, output)
     print(conversion_summary(output, figures, args.streaming))
+    u8 = Path(output) / next(file for stage, file in figures["files"].items() if stage.endswith("u8"))
     if not figures["failed"] and config.get("data") == "synthetic" and Path(output) == checkpoint.parent:
         # The live figures of the model a user ships: its letters on the built-in held-out continuous videos,
         # frame by frame (streaming) or on a sliding window of T frames (clip).
-        u8 = next(file for stage, file in figures["files"].items() if stage.endswith("u8"))
-        evaluate_live(Path(output) / u8)
+        evaluate_live(u8)
     if figures["failed"]:
-        u8 = next(file for stage, file in figures["files"].items() if stage.endswith("u8"))
         print(
-            f"error: {Path(output) / u8}: written by --keep-failed-uint8, but it FAILED its parity check (model_card.json); do not ship it",
+            f"error: {u8}: written by --keep-failed-uint8, but it FAILED its parity check (model_card.json); do not ship it",
             file=sys.stderr,
         )
         raise SystemExit(1)

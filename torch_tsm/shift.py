@@ -25,12 +25,8 @@ SHIFT_MODES = ("bidirectional", "causal", "none")
 
 def temporal_shift(x: Tensor, num_segments: int, fold_div: int = 8, mode: str = "bidirectional") -> Tensor:
     # (N*T, C, H, W) -> (N*T, C, H, W)
-    if mode not in SHIFT_MODES:
-        raise ValueError(f"unknown shift mode {mode!r}; expected one of {SHIFT_MODES}")
-    if mode == "none":
+    if not _shifts(x, num_segments, mode):
         return x
-    if x.shape[0] % num_segments:
-        raise ValueError(f"first axis {x.shape[0]} is not a whole number of {num_segments}-frame clips")
     channels = x.shape[1]
     fold = channels // fold_div
     if mode == "causal":
@@ -52,12 +48,8 @@ def temporal_shift_conv(x: Tensor, num_segments: int, fold_div: int = 8, mode: s
     RESHAPE and no TRANSPOSE (with the permute straight to (C, T, H, W) it held 4 TRANSPOSE per block).
     """
     # (N*T, C, H, W) -> (N*T, C, H, W)
-    if mode not in SHIFT_MODES:
-        raise ValueError(f"unknown shift mode {mode!r}; expected one of {SHIFT_MODES}")
-    if mode == "none":
+    if not _shifts(x, num_segments, mode):
         return x
-    if x.shape[0] % num_segments:
-        raise ValueError(f"first axis {x.shape[0]} is not a whole number of {num_segments}-frame clips")
     frames, channels, height, width = x.shape
     kernel = shift_taps(channels, fold_div, mode).to(x).view(channels, 1, 3, 1)
     clips = x.permute(0, 2, 3, 1).reshape(frames // num_segments, num_segments, height * width, channels).permute(0, 3, 1, 2)
@@ -77,6 +69,15 @@ def shift_taps(channels: int, fold_div: int = 8, mode: str = "bidirectional") ->
     else:
         rows = [itself] * channels
     return torch.tensor(rows)
+
+
+def _shifts(x: Tensor, num_segments: int, mode: str) -> bool:
+    """Whether `mode` shifts at all (not "none"); a mode or a frame count that cannot be shifted raises."""
+    if mode not in SHIFT_MODES:
+        raise ValueError(f"unknown shift mode {mode!r}; expected one of {SHIFT_MODES}")
+    if mode != "none" and x.shape[0] % num_segments:
+        raise ValueError(f"first axis {x.shape[0]} is not a whole number of {num_segments}-frame clips")
+    return mode != "none"
 
 
 def _from_previous_frame(x: Tensor, num_segments: int) -> Tensor:

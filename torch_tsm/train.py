@@ -201,38 +201,34 @@ def parser() -> ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> Namespace:
     """The options: --config files first, then the flags, which override them wherever they stand. A mistake,
     in a flag or in a file, raises a UserError: one line, naming the file."""
-    argv = configs_first(sys.argv[1:] if argv is None else list(argv))
+    files, flags = split_configs(sys.argv[1:] if argv is None else list(argv))
     options = parser()
-    for path in config_files(argv):
+    for path in files:
         text = Path(path).read_text(encoding="utf-8")  # a missing file: an OSError, one line too
         try:
             options.parse_string(text)
         except argparse.ArgumentError as error:
             raise UserError(f"{path}: {one_line(error)}") from None
-    try:
-        return options.parse_args(argv)
+    try:  # the files first: jsonargparse applies arguments in their order, and a flag before a file would lose
+        return options.parse_args([arg for path in files for arg in ("--config", path)] + flags)
     except argparse.ArgumentError as error:
         raise UserError(one_line(error)) from None
 
 
-def configs_first(argv: list[str]) -> list[str]:
-    """argv with every --config FILE moved to the front: jsonargparse applies arguments in their order, so that
-    a flag written before a file would otherwise be overridden by it."""
+def split_configs(argv: list[str]) -> tuple[list[str], list[str]]:
+    """The --config FILE (or --config=FILE) paths of argv in their order, and its other arguments."""
     files, rest, index = [], [], 0
     while index < len(argv):
         if argv[index] == "--config" and index + 1 < len(argv):
-            files += argv[index : index + 2]
+            files.append(argv[index + 1])
             index += 2
+            continue
+        if argv[index].startswith("--config="):
+            files.append(argv[index].split("=", 1)[1])
         else:
-            (files if argv[index].startswith("--config=") else rest).append(argv[index])
-            index += 1
-    return files + rest
-
-
-def config_files(argv: list[str]) -> list[str]:
-    return [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"] + [
-        arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")
-    ]
+            rest.append(argv[index])
+        index += 1
+    return files, rest
 
 
 def one_line(error: argparse.ArgumentError) -> str:
@@ -284,13 +280,14 @@ def run_config(args: Namespace, data: ClipDataModule) -> dict:
     read. The defaults that follow the machine (--num-workers) or another option (--sequence-batch-size) stay
     unset, as rules."""
     config = {key: value for key, value in args.as_dict().items() if key not in NOT_CONFIGURATION}
+    stop = stop_accuracy(args)
     config |= {
         "data_root": str(args.data_root) if args.data_root is not None else None,
         "synthetic_clips": list(args.synthetic_clips),
         "flip": data.flip,
         "flip_pairs": [list(pair) for pair in data.flip_pairs],
         "stream_training": data.stream_training,
-        "until_accuracy": "off" if stop_accuracy(args) is None else stop_accuracy(args),
+        "until_accuracy": "off" if stop is None else stop,
     }
     return config
 

@@ -47,6 +47,17 @@ def streaming_model(settings: Settings, route: str) -> tuple[Path, float]:
     return folder / model_file, seconds
 
 
+def plain_frame_model(settings: Settings) -> Path:
+    """The uint8 plain MobileNetV2 (no shift) on one frame, (1, 1, S, S, 3) in, at the run's settings (cached):
+    what the streaming model's per-frame time is held against."""
+    return converted_model(ModelSpec("none", settings.num_classes, 1, settings.width_mult, settings.image_size), 16, 8).uint8
+
+
+def extra_ops(stream_path: Path, plain_path: Path) -> dict[str, int]:
+    """The ops of the streaming graph beyond the plain frame graph's, by kind: what its buffers add."""
+    return dict(inspect_tflite(stream_path).ops - inspect_tflite(plain_path).ops)
+
+
 def int8_io_streaming_model(settings: Settings) -> Path:
     """The keras route's uint8 streaming model of the same checkpoint with int8 inputs and outputs: no QUANTIZE
     at the 10 buffer inputs, 10 buffer outputs, frame and logits (cached). It isolates what the uint8 state costs."""
@@ -95,12 +106,12 @@ def raw_call(path: Path, threads: int):
 def measure(settings: Settings) -> Report:
     stream_path, conversion_seconds = streaming_model(settings, "onnx")
     keras_path, keras_seconds = streaming_model(settings, "keras")
-    single = converted_model(ModelSpec("none", settings.num_classes, 1, settings.width_mult, settings.image_size), 16, 8)
+    single = plain_frame_model(settings)
     clip_model = benchmark_models(settings)["bidirectional"]
     clips, _ = load_clips(synthetic_data(spec(settings, "none")), "val", 1)
     clip = clips[0]
 
-    single_frame, _ = tflite_call(single.uint8, clip[:1], settings.threads)
+    single_frame, _ = tflite_call(single, clip[:1], settings.threads)
     window, _ = tflite_call(clip_model.uint8, clip, settings.threads)
     calls = {
         "stream": live_stream(stream_path, clip, settings.threads),
@@ -115,7 +126,7 @@ def measure(settings: Settings) -> Report:
     isolated = {
         "keras, uint8 state": raw_call(keras_path, settings.threads),
         "keras, int8 io": raw_call(int8_io_streaming_model(settings), settings.threads),
-        "single, raw": raw_call(single.uint8, settings.threads),
+        "single, raw": raw_call(single, settings.threads),
     }
     seconds |= alternate_medians(isolated, 2 * settings.runs, settings.warmup)
     with busy_core():
@@ -198,8 +209,7 @@ def measure(settings: Settings) -> Report:
         ),
     ]
     ops = inspect_tflite(stream_path).ops
-    plain_ops = inspect_tflite(single.uint8).ops
-    extra = {name: ops[name] - plain_ops.get(name, 0) for name in ops if ops[name] > plain_ops.get(name, 0)}
+    extra = extra_ops(stream_path, single)
     for row in rows[:2]:
         if row.met is False:
             row.why = (

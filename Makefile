@@ -107,7 +107,7 @@ full-size-parity: install
 	$(PASSIVE) $(RUN) -m conversion.parity models/full-224
 
 # The tests' trained model (tests/fixture_model.py): trains it again with its recipe, checks it, and rewrites
-# tests/data/causal-demo.pt (about 6 minutes on 2 cores). Commit the new file with the change that needed it.
+# tests/data/causal-demo.pt (about 14 minutes on 2 cores). Commit the new file with the change that needed it.
 fixture-model: install
 	$(PASSIVE) $(RUN) -m tests.fixture_model
 

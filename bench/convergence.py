@@ -5,7 +5,7 @@ differently from one machine to the next. This trains each recipe with several s
 the machine's own instruction sets, and held to AVX2 (ATen, oneDNN and MKL, as `bench.determinism`
 finds they must all be); then converts each model (onnx route, 100 calibration clips) and reads the
 uint8 model's agreement with PyTorch on the held-out clips, which the conversion's gate judges
-(conversion.parity: >= 98% and accuracy within 1 point). Prints a markdown table (docs/reproducibility.md). About 10 minutes a demo cell and 6 a fixture cell on 2 cores.
+(conversion.parity: >= 98% and accuracy within 1 point). Prints a markdown table (docs/reproducibility.md). About 13 minutes a demo cell and 14 a fixture cell on 2 cores.
 """
 
 import argparse

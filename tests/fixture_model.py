@@ -19,16 +19,22 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from runtime.clip import TorchRunner
 from torch_tsm.card import read_card
+from torch_tsm.clips import held_out_clips
+from torch_tsm.model import load_model
 from torch_tsm.train import data_module, parse_args, write_model_card
 from torch_tsm.train import main as train
 
 FILE = Path(__file__).parent / "data" / "causal-demo.pt"
 # The demo's live model (the causal shift, trained on clips and on continuous video, so that it serves the
 # streaming and live tests too), without the colour jitter and the blur (they cost clean accuracy, and the
-# tests' videos are clean), trained until every one of its 200 validation clips is right.
+# tests' videos are clean). It trains the whole of its learning-rate schedule (no early stop: the last, slow
+# epochs widen the margins that uint8 needs), keeps its best checkpoint by val_score (clip and frame
+# accuracy), and is kept only if every one of its 200 validation clips is right by MIN_MARGIN.
 RECIPE = [
     "--shift",
     "causal",
@@ -41,8 +47,11 @@ RECIPE = [
     "--max-epochs",
     "12",
     "--until-accuracy",
-    "1.0",
+    "off",
 ]
+# The smallest margin of the right class over the best other one, in logits, on the 200 validation clips that
+# the uint8 gates stand on (tests/test_fixture_model.py): a model that has not learnt a pair has margins near 0.
+MIN_MARGIN = 1.0
 
 
 def unpack(folder: Path) -> Path:
@@ -56,13 +65,27 @@ def unpack(folder: Path) -> Path:
     return folder
 
 
+def validation_margins(run: Path) -> np.ndarray:
+    """(200,) per validation clip of a run folder: the right class's logit minus the best other class's, with
+    this machine's arithmetic (negative: the clip is decided wrong)."""
+    card = read_card(run)
+    clips, labels = held_out_clips(card, card["validation_clips"])
+    logits = TorchRunner(load_model(run / "best.ckpt"))(clips)
+    rows = np.arange(len(labels))
+    right = logits[rows, labels]
+    logits[rows, labels] = -np.inf
+    return right - logits.max(axis=1)
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         run = train([*RECIPE, "--output", str(Path(scratch) / "run")])
         card = read_card(run)
-        if card["validation"]["accuracy"] < 1.0:
+        margin = validation_margins(run).min()
+        if margin < MIN_MARGIN:
             sys.exit(
-                f"the run reached only {card['validation']['accuracy']:.1%} in {card['training']['epochs']} epochs; {FILE} is left as it was"
+                f"the run's smallest validation margin is {margin:.2f} logits (at least {MIN_MARGIN} needed; validation accuracy "
+                f"{card['validation']['accuracy']:.1%}) after {card['training']['epochs']} epochs; {FILE} is left as it was"
             )
         checkpoint = torch.load(run / "best.ckpt", map_location="cpu", weights_only=True)
     FILE.parent.mkdir(exist_ok=True)

@@ -157,6 +157,18 @@ def measure(settings: Settings) -> Report:
             # Other processes on this shared machine inflate some runs; the fastest runs are the least disturbed.
             fastest_ratio = fastest[f"TSM {precision}"] / fastest[f"plain {precision}"]
             row.why = f"Ratio of the fastest runs: {fastest_ratio:.2f}. " + why_slower(shift_ops, partitions)
+    if not rows[1].met:
+        quiet = seconds["TSM uint8"] / seconds["plain uint8"]
+        rows[1].why = f"Quiet, the same two graphs run {quiet:.2f}x (row 1). " + why_slower(shift_ops, partitions)
+    for row, times in ((rows[3], seconds), (rows[4], busy)):
+        if not row.met:
+            # TSM / keras.applications is (TSM / our plain graph) x (our plain graph / keras.applications'):
+            # the shift's share and the backbone conversion's share, measured in the same run.
+            row.why = (
+                f"It is TSM / our plain graph ({times['TSM uint8'] / times['plain uint8']:.2f}) times our plain graph / keras.applications' "
+                f"({times['plain uint8'] / times['keras.applications uint8']:.2f}), in the same run: the second is the backbone's conversion, "
+                "not the shift (`python -m bench.graph_bisect` times its differences apart, row 13)."
+            )
     if not speed_up.met:
         # The same ratio for the plain backbone and for TensorFlow's own MobileNetV2 tells whether the shift,
         # our graph or the CPU is short of it.
@@ -204,7 +216,8 @@ def why_slower(shift_ops: Counter, partitions: dict[str, int]) -> str:
     copies = {name: count for name, count in shift_ops.items() if name in SHIFT_OPS}
     split = [name for name, count in partitions.items() if count > 1]
     reason = (
-        f"The TSM graph runs the same convolutions plus {format_ops(Counter(copies))}: pure data movement over each shifted block's input."
+        f"The TSM graph runs the plain graph's ops plus {format_ops(Counter(copies))}: the shift, one more pass over each shifted "
+        "block's input (`python -m bench.shift_bisect` times the shift's convolution and its view's reshapes apart)."
     )
     if split:
         reason += f" XNNPACK splits {', '.join(split)} into several partitions, so part of the graph runs on the slower builtin kernels."

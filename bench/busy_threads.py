@@ -11,6 +11,8 @@ At 1 thread no call has a worker to wait on, and quiet and busy agree.
     python -m bench.busy_threads [--quick] [--runs N]
 """
 
+from contextlib import nullcontext
+
 from bench.common import Report, Settings, alternate_medians, busy_core, markdown_table, run_alone
 from bench.latency import tflite_call
 from bench.models import spec, synthetic_data
@@ -32,10 +34,7 @@ def measure(settings: Settings) -> Report:
         calls[f"plain frame, bare invoke, {threads} thread(s)"] = tflite_call(plain_path, frame, threads)[0]
     medians = []
     for round_name in ROUNDS:
-        if round_name == "busy":
-            with busy_core():
-                medians.append(alternate_medians(calls, settings.runs, settings.warmup))
-        else:
+        with busy_core() if round_name == "busy" else nullcontext():
             medians.append(alternate_medians(calls, settings.runs, settings.warmup))
     table = markdown_table(
         ["call", *(f"{name} {i // 2 + 1}, ms" for i, name in enumerate(ROUNDS))],

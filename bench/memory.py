@@ -74,7 +74,7 @@ def training_command(settings: Settings, precision: str) -> list[str]:
         precision,
         # Clips alone, as the row says: the default causal recipe adds a batch of 26-frame windows of continuous
         # video to each step (half the clips' batch: 208 more frames here), which a 24 GB machine cannot hold at
-        # 224 px, and its model card plays 80 continuous videos through the model (many minutes on a CPU at 224 px).
+        # 224 px, and its model card then plays 80 continuous videos through the model (slow on a CPU at 224 px).
         # The shift's direction changes neither the memory nor the time of a step.
         "--shift",
         "bidirectional",

@@ -157,7 +157,7 @@ def parser() -> ArgumentParser:
         "--until-accuracy",
         type=until_accuracy,
         metavar="A|off",
-        help=f"stop once the validation accuracy reaches A, e.g. 0.98; the best checkpoint is then the first that did; null: {DEMO_UNTIL_ACCURACY} on the built-in data, off otherwise",
+        help=f"stop once the validation score (val_score: the clip accuracy, for a model trained for the stream the lower of it and the frame accuracy) reaches A, e.g. 0.98; the best checkpoint is then the first that did; null: {DEMO_UNTIL_ACCURACY} on the built-in data, off otherwise",
     )
     training.add_argument("--batch-size", type=int, default=default(ClipDataModule, "batch_size"))
     training.add_argument("--optimizer", choices=OPTIMIZERS, default=default(TSMClassifier, "optimizer"))
@@ -257,7 +257,7 @@ def until_accuracy(value: str | float | None) -> float | None:
 
 
 def stop_accuracy(args: Namespace) -> float | None:
-    """The validation accuracy that ends the run early, or None: --until-accuracy, else the built-in data's."""
+    """The validation score (val_score) that ends the run early, or None: --until-accuracy, else the built-in data's."""
     if args.until_accuracy is not None:
         return None if args.until_accuracy == float("inf") else args.until_accuracy
     return DEMO_UNTIL_ACCURACY if args.data == "synthetic" else None

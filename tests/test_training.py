@@ -72,7 +72,7 @@ def test_short_training_run_learns(learning_run):
     assert model.image_size == 64 and model.num_segments == 8 and model.labels == card["labels"]
 
 
-def test_training_stops_once_the_validation_accuracy_is_reached(tmp_path):
+def test_training_stops_once_the_validation_accuracy_is_reached(tmp_path, capsys):
     # 0.05 of 32 clips: two right, which an untrained model already gets; so the run stops after its
     # first epoch or soon after, and the epoch it stopped at is the first that reached the accuracy.
     output = main(
@@ -84,6 +84,7 @@ def test_training_stops_once_the_validation_accuracy_is_reached(tmp_path):
     first_reached = next(epoch for epoch, accuracy in enumerate(accuracies, 1) if accuracy >= 0.05)
     assert card["training"]["epochs"] == len(accuracies) == first_reached < 4
     assert card["config"]["until_accuracy"] == 0.05
+    assert f"{first_reached} of at most 4 epochs: 5.0% reached" in capsys.readouterr().out
     assert (
         torch.load(output / "best.ckpt", map_location="cpu", weights_only=True)["epoch"] == first_reached - 1
     )  # the epoch that reached it

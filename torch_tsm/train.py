@@ -393,12 +393,13 @@ def train_into(output: Path, args: Namespace) -> Path:
     best = ModelCheckpoint(dirpath=output, filename="best", monitor="val_score", mode="max", enable_version_counter=False)
     last = ModelCheckpoint(dirpath=output, filename="last", enable_version_counter=False, every_n_train_steps=args.checkpoint_every or None)
     callbacks = [best, last, SaveConfig(output / CONFIG_FILE, run_config(args, data))]
+    # Lightning's early stop ends on strictly more than its threshold; "reaches 1.0" must stop too, so it sits just below.
     threshold = stop_accuracy(args)
-    if threshold is not None:
+    stop_at = None if threshold is None else threshold - 1e-6
+    if stop_at is not None:
         # Lightning's own early stop, on the threshold alone: patience as long as the run, so that only
-        # reaching the accuracy or the --max-epochs cap ends it. It stops on strictly more than its
-        # threshold; "reaches 1.0" must stop too, so the threshold sits just below.
-        callbacks.append(EarlyStopping(monitor="val_score", mode="max", stopping_threshold=threshold - 1e-6, patience=args.max_epochs))
+        # reaching the accuracy or the --max-epochs cap ends it.
+        callbacks.append(EarlyStopping(monitor="val_score", mode="max", stopping_threshold=stop_at, patience=args.max_epochs))
     trainer = pl.Trainer(
         default_root_dir=output,
         max_epochs=args.max_epochs,
@@ -423,7 +424,7 @@ def train_into(output: Path, args: Namespace) -> Path:
     if trainer.is_global_zero:
         card = write_model_card(output, args, data, time.perf_counter() - started, trainer.global_step, trainer.current_epoch)
         # The stop watches val_score, which for a model trained for the stream is below the clip accuracy at times
-        reached = threshold is not None and best.best_model_score is not None and float(best.best_model_score) >= threshold - 1e-6
+        reached = stop_at is not None and best.best_model_score is not None and float(best.best_model_score) >= stop_at
         print(training_summary(output, card, reached))
     return output
 

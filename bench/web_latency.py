@@ -106,7 +106,7 @@ def measure(settings: Settings) -> Report:
     if rows[3].met is False:
         rows[3].why = (
             f"The streaming graph adds {', '.join(f'{n} {op}' for op, n in sorted(extra_ops(path, plain_path).items()))} over the plain one "
-            "(rows 11g and 11h, python -m bench.streaming_latency, time its uint8 state's QUANTIZE ops apart in Python LiteRT), and each call "
+            "(row 11g, python -m bench.streaming_latency, times the shipped graph against the plain one in Python LiteRT), and each call "
             f"passes LiteRT.js its 10 buffers in and out beside the frame and the logits; with 1 thread the ratio is {one.streaming / one.plain:.2f}."
         )
     details = [

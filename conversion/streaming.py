@@ -11,9 +11,10 @@ One call of the streaming model processes one frame:
 in TensorFlow and TFLite (onnx2tf lays out every 4-D tensor that way, Keras is NHWC), NCHW in PyTorch
 and ONNX.
 
-uint8 model: the frame goes in as raw uint8 pixels (scale 1, zero point 0, as the clip model); every
-buffer is uint8 with the SAME quantization on its input and its output, so the bytes of an output go
-back in unchanged and nothing drifts over a long stream (declare_input_quantization). Calibration uses
+uint8 model: the frame goes in as raw uint8 pixels (scale 1, zero point 0, as the clip model) and the
+logits come out uint8; every buffer is int8, the type the graph computes in, with the SAME quantization
+on its input and its output, so the bytes of an output go back in unchanged, nothing drifts over a long
+stream and no op converts them at the 2 x B buffer ends (finish_uint8_interface). Calibration uses
 real streams (calibration clips played frame by frame with the buffers carried over), since what a
 buffer holds depends on the frames before.
 
@@ -175,37 +176,83 @@ def to_uint8_streaming_tflite(function, steps: list[dict[str, np.ndarray]]) -> b
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.uint8
-        return declare_input_quantization(converter.convert())
+        return finish_uint8_interface(converter.convert())
 
 
-def declare_input_quantization(model_bytes: bytes) -> bytes:
-    """Sets the uint8 inputs' quantization: the frame takes raw pixels (scale 1, zero point 0) and each
-    buffer_i that of new_buffer_i, so that an output's bytes go back in unchanged.
+def finish_uint8_interface(model_bytes: bytes) -> bytes:
+    """The uint8 model's interface as the stream needs it: the frame takes raw pixels (scale 1, zero point
+    0), and the buffers go in and out as the graph's own int8 tensors.
 
-    Each uint8 input feeds only a QUANTIZE op (uint8 -> the graph's int8, with the calibrated
-    parameters), which requantizes from whatever the input declares: it becomes the explicit
-    requantization inside the model. (A fake-quant node pinning the frame instead leaves a
-    DEQUANTIZE/QUANTIZE float island before the normalization when the frame goes straight into it.)
+    The converter gives every input and output the one type asked of it: each uint8 buffer_i then feeds a
+    QUANTIZE (uint8 -> int8) and each new_buffer_i comes out of one (int8 -> uint8), 20 small ops that
+    only add or take 128 (bench.streaming_latency measures what they cost). Those ops are removed: the
+    int8 tensor inside becomes the input or output itself. A buffer is fed by a channel slice of the
+    block's input and feeds a concatenation with the rest of it, and the quantizer gives a concatenation's
+    inputs its output's quantization, so buffer_i and new_buffer_i are quantized alike: an output's bytes
+    go back in unchanged (check_buffer_quantization checks it on the written model).
+
+    The frame feeds only QUANTIZE ops (uint8 -> int8, with the calibrated parameters), which requantize
+    from whatever the input declares: declaring scale 1, zero point 0 makes them take raw pixels. (A
+    fake-quant node pinning the frame instead leaves a DEQUANTIZE/QUANTIZE float island before the
+    normalization when the frame goes straight into it.)
     """
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
     graph, signature = model.subgraphs[0], model.signatureDefs[0]
-    inputs = {entry.name.decode(): entry.tensorIndex for entry in signature.inputs}
-    outputs = {entry.name.decode(): entry.tensorIndex for entry in signature.outputs}
     quantize_codes = {
         i for i, code in enumerate(model.operatorCodes) if max(code.builtinCode, code.deprecatedBuiltinCode) == BuiltinOperator.QUANTIZE
     }
-    for name, index in inputs.items():
-        consumers = [op for op in graph.operators if index in op.inputs]
-        if not consumers or any(op.opcodeIndex not in quantize_codes for op in consumers):
-            raise ConversionError(f"the uint8 input {name} does not feed QUANTIZE ops only: its quantization cannot be declared")
-        if name == "frame":
-            scale, zero_point = [1.0], [0]
-        else:
-            source = graph.tensors[outputs[f"new_{name}"]].quantization
-            scale, zero_point = list(source.scale), list(source.zeroPoint)
-        graph.tensors[index].quantization.scale = scale
-        graph.tensors[index].quantization.zeroPoint = zero_point
+
+    def quantize_ops(tensor: int, side: str) -> list:
+        # the ops reading `tensor` (side "inputs") or writing it ("outputs"), which must all be QUANTIZE
+        ops = [op for op in graph.operators if tensor in getattr(op, side)]
+        if not ops or any(op.opcodeIndex not in quantize_codes for op in ops):
+            raise ConversionError(f"the uint8 tensor {graph.tensors[tensor].name.decode()} is not joined to the graph by QUANTIZE ops only")
+        return ops
+
+    removed = []
+    for entry in signature.inputs:
+        ops = quantize_ops(entry.tensorIndex, "inputs")
+        if entry.name.decode() == "frame":
+            graph.tensors[entry.tensorIndex].quantization.scale = [1.0]
+            graph.tensors[entry.tensorIndex].quantization.zeroPoint = [0]
+            continue
+        (op,) = ops
+        _replace_interface_tensor(graph, entry, op.outputs[0])
+        removed.append(op)
+    for entry in signature.outputs:
+        if entry.name.decode() != "logits":
+            (op,) = quantize_ops(entry.tensorIndex, "outputs")
+            _replace_interface_tensor(graph, entry, op.inputs[0])
+            removed.append(op)
+    graph.operators = [op for op in graph.operators if not any(op is gone for gone in removed)]
+    _drop_unused_tensors(graph, signature)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _replace_interface_tensor(graph, entry, inner: int) -> None:
+    # The signature's `entry` and the graph's inputs or outputs name the int8 tensor `inner` instead of
+    # its uint8 twin, which gives it its name and is left unused.
+    twin = entry.tensorIndex
+    graph.tensors[inner].name = graph.tensors[twin].name
+    graph.inputs = [inner if i == twin else i for i in graph.inputs]
+    graph.outputs = [inner if i == twin else i for i in graph.outputs]
+    entry.tensorIndex = inner
+
+
+def _drop_unused_tensors(graph, signature) -> None:
+    # Keeps the tensors that an op, the graph or the signature still names, renumbered in their order.
+    ops = graph.operators
+    used = sorted(
+        {*graph.inputs, *graph.outputs, *(i for op in ops for i in [*op.inputs, *op.outputs, *(op.intermediates or [])] if i >= 0)}
+    )
+    new_index = {old: new for new, old in enumerate(used)}
+    graph.tensors = [graph.tensors[i] for i in used]
+    graph.inputs, graph.outputs = [new_index[i] for i in graph.inputs], [new_index[i] for i in graph.outputs]
+    for op in ops:
+        op.inputs, op.outputs = [new_index.get(i, -1) for i in op.inputs], [new_index[i] for i in op.outputs]
+        op.intermediates = [new_index[i] for i in op.intermediates] if op.intermediates is not None else None
+    for entry in [*signature.inputs, *signature.outputs]:
+        entry.tensorIndex = new_index[entry.tensorIndex]
 
 
 def check_buffer_quantization(runner: StreamingTFLiteRunner) -> None:

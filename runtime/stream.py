@@ -130,8 +130,9 @@ class TFStreamRunner(StreamRunner):
 class StreamingTFLiteRunner(StreamRunner):
     """A streaming TFLite model, float32 or uint8, called through its signature by name.
 
-    Buffers are kept in the model's own type: uint8 outputs go back in as they are (the model gives
-    each buffer the same quantization on both sides), so a long stream accumulates no rounding.
+    Buffers are kept in the model's own type (int8 in the uint8 model; uint8 in one converted before):
+    outputs go back in as they are (the model gives each buffer the same quantization on both sides),
+    so a long stream accumulates no rounding.
     """
 
     def __init__(self, path: Path, threads: int = 2) -> None:

@@ -11,11 +11,11 @@ labels, frames per second and the model's time per frame. A video file dropped o
 instead of the camera.
 
 Nothing leaves the machine: the page loads only what this server serves, which is the page's own files,
-the LiteRT.js files installed with it (the Makefile's npm install, shipped in the wheel), and the
-model folder's files by name (no sub-folder, no `..`, no absolute path). What the page needs to know
-of the model (which file, its size and frame count, the labels, the uint8 tensors' quantization, which
-LiteRT.js cannot tell) is /model/manifest.json, made here with Python's LiteRT on every request: a
-page reloaded after a conversion finds the new model. A folder with no model of ours is served too, and
+the LiteRT.js files installed with it (the Makefile's npm install, shipped in the wheel; its core module
+served with int8 tensors mapped, LITERTJS_INT8), and the model folder's files by name (no sub-folder, no
+`..`, no absolute path). What the page needs to know of the model (which file, its size and frame count,
+the labels, its tensors' types and quantization, which LiteRT.js cannot tell) is /model/manifest.json,
+made here with Python's LiteRT on every request: a page reloaded after a conversion finds the new model. A folder with no model of ours is served too, and
 the page says what is wrong (as the command does when it starts).
 """
 
@@ -42,6 +42,12 @@ LITERTJS_FILES = {  # URL under /litert/ -> file under LITERTJS
     "core.js": "core/dist/index.js",
     "wasm-utils.js": "wasm-utils/dist/index.js",
 }
+# LiteRT.js 2.5.3 maps float32, int32 and uint8 tensors to JavaScript's typed arrays and refuses any other
+# (its DATATYPES table), though its WebAssembly core runs int8 tensors as every LiteRT does. The streaming
+# model's buffers are int8 (conversion/streaming.py): the page's copy of core.js gains the int8 row, as
+# served; a LiteRT.js that maps int8 itself is served as it is.
+LITERTJS_DATATYPES = "var DATATYPES = Object.freeze([\n"
+LITERTJS_INT8 = '  {\n    dtype: "int8",\n    typedArrayConstructor: Int8Array,\n    elementType: ElementType.INT8\n  },\n'
 # The WebAssembly builds the page may load (LiteRT.js picks one by the browser's features): with relaxed
 # SIMD, with threads as well (a cross-origin isolated page), and the compatible one for browsers without.
 LITERTJS_WASM = ("litert_wasm_internal", "litert_wasm_threaded_internal", "litert_wasm_compat_internal")
@@ -80,7 +86,7 @@ def find_model(folder: Path) -> Path:
 
 def manifest(folder: Path) -> dict:
     """What the page needs of the folder's model: file, mode, sizes, labels, the decision rule (the card's),
-    the uint8 tensors' quantization."""
+    the tensors' types and quantization."""
     from runtime.models import class_names, open_model
     from runtime.predict import decision_rule  # the labels, T and the rule found as predict finds them
 
@@ -102,13 +108,15 @@ def manifest(folder: Path) -> dict:
 
 
 def _streaming_tensors(path: Path, inputs: dict, outputs: dict) -> dict:
-    # frame (1, S, S, 3) + buffer_i -> logits (1, K) + new_buffer_i, all uint8; each new_buffer_i quantized as buffer_i
+    # frame (1, S, S, 3) uint8 + buffer_i int8 -> logits (1, K) uint8 + new_buffer_i int8, each new_buffer_i
+    # quantized as buffer_i (buffers converted before they were int8 are uint8: the page runs those too)
     buffers = [f"buffer_{i}" for i in range(len(inputs) - 1)]
     if set(inputs) != {"frame", *buffers} or set(outputs) != {"logits", *(f"new_{name}" for name in buffers)}:
         raise UserError(
             f"{path}: not a streaming model of this toolkit (inputs {sorted(inputs)}, outputs {sorted(outputs)}; expected frame + buffer_i -> logits + new_buffer_i)"
         )
-    _check_uint8(path, [*inputs.values(), *outputs.values()])
+    _check_types(path, [inputs["frame"], outputs["logits"]], ("uint8",))
+    _check_types(path, [*(inputs[name] for name in buffers), *(outputs[f"new_{name}"] for name in buffers)], ("int8", "uint8"))
     frame = [int(n) for n in inputs["frame"]["shape"]]
     if len(frame) != 4 or frame[0] != 1 or frame[1] != frame[2] or frame[3] != 3:
         raise UserError(f"{path}: its frame input is {frame}; a streaming model of this toolkit takes (1, S, S, 3)")
@@ -118,7 +126,10 @@ def _streaming_tensors(path: Path, inputs: dict, outputs: dict) -> dict:
     return {
         "frame": _quantization(inputs["frame"]),
         "logits": _quantization(outputs["logits"]),
-        "buffers": [{"name": name, "shape": [int(n) for n in inputs[name]["shape"]], **_quantization(inputs[name])} for name in buffers],
+        "buffers": [
+            {"name": name, "shape": [int(n) for n in inputs[name]["shape"]], "dtype": _dtype(inputs[name]), **_quantization(inputs[name])}
+            for name in buffers
+        ],
     }
 
 
@@ -127,22 +138,26 @@ def _clip_tensors(path: Path, inputs: dict, outputs: dict) -> dict:
     if len(outputs) != 1:
         raise UserError(f"{path}: not a clip model of this toolkit ({len(outputs)} outputs; expected one, the logits)")
     (clip,), (logits,) = inputs.items(), outputs.values()
-    _check_uint8(path, [clip[1], logits])
+    _check_types(path, [clip[1], logits], ("uint8",))
     return {"input": clip[0], "frame": _quantization(clip[1]), "logits": _quantization(logits)}
 
 
-def _check_uint8(path: Path, details: list[dict]) -> None:
-    import numpy as np
-
-    other = sorted({np.dtype(detail["dtype"]).name for detail in details} - {"uint8"})
+def _check_types(path: Path, details: list[dict], allowed: tuple[str, ...]) -> None:
+    other = sorted({_dtype(detail) for detail in details} - set(allowed))
     if other:
         raise UserError(
             f"{path}: has {', '.join(other)} tensors at its inputs or outputs; the page runs the uint8 models (tsm-convert makes them)"
         )
 
 
+def _dtype(detail: dict) -> str:
+    import numpy as np
+
+    return np.dtype(detail["dtype"]).name
+
+
 def _quantization(detail: dict) -> dict:
-    # a uint8 tensor's (scale, zero point): real value = (q - zero_point) * scale
+    # a quantized tensor's (scale, zero point): real value = (q - zero_point) * scale
     scale, zero_point = detail["quantization"]
     return {"scale": float(scale), "zero_point": int(zero_point)}
 
@@ -164,6 +179,16 @@ def page_files() -> dict[str, Path]:
     return files
 
 
+def litertjs_core_with_int8(core: Path) -> bytes:
+    """LiteRT.js's core module with int8 tensors mapped to Int8Array (LITERTJS_INT8, where it lacks them)."""
+    source = core.read_text(encoding="utf-8")
+    if 'dtype: "int8"' in source:
+        return source.encode()
+    if source.count(LITERTJS_DATATYPES) != 1:
+        raise RuntimeError(f"{core}: no DATATYPES table to add int8 to; this LiteRT.js is not the one runtime/web_page/package.json pins")
+    return source.replace(LITERTJS_DATATYPES, LITERTJS_DATATYPES + LITERTJS_INT8).encode()
+
+
 def content_security_policy(html: str) -> str:
     """Only this server, for everything the page loads or connects to; the page's inline import map by its hash."""
     inline = [
@@ -183,6 +208,7 @@ class PageHandler(BaseHTTPRequestHandler):
 
     folder: Path  # set on the subclass that serve() makes
     files: dict[str, Path]
+    generated: dict[str, bytes]  # URL -> body made at start (LiteRT.js's core with int8)
     policy: str
 
     def do_GET(self) -> None:
@@ -199,6 +225,9 @@ class PageHandler(BaseHTTPRequestHandler):
             except (UserError, OSError) as error:
                 body = {"ok": False, "error": str(error)}
             self._send(HTTPStatus.OK, json.dumps(body, ensure_ascii=False).encode(), MIME_TYPES[".json"], send_body)
+            return
+        if path in self.generated:
+            self._send(HTTPStatus.OK, self.generated[path], MIME_TYPES[".js"], send_body)
             return
         file = self.files.get(path) or self._model_file(path)
         if file is None or not file.is_file():
@@ -248,10 +277,16 @@ def serve(folder: Path, host: str = "127.0.0.1", port: int = 8000) -> PageServer
     if not folder.is_dir():
         raise UserError(f"{folder}: model folder not found")
     files = page_files()
+    generated = {"/litert/core.js": litertjs_core_with_int8(files.pop("/litert/core.js"))} if "/litert/core.js" in files else {}
     handler = type(
         "Handler",
         (PageHandler,),
-        {"folder": folder.absolute(), "files": files, "policy": content_security_policy(files["/"].read_text(encoding="utf-8"))},
+        {
+            "folder": folder.absolute(),
+            "files": files,
+            "generated": generated,
+            "policy": content_security_policy(files["/"].read_text(encoding="utf-8")),
+        },
     )
     try:
         return PageServer((host, port), handler)

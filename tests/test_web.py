@@ -29,7 +29,7 @@ from runtime import browser
 from runtime.clip import TFLiteRunner, dequantize, quantize
 from runtime.predict import main as predict
 from runtime.stream import StreamingTFLiteRunner
-from runtime.web import PAGE, main, manifest
+from runtime.web import LITERTJS, LITERTJS_DATATYPES, LITERTJS_INT8, PAGE, main, manifest
 from torch_tsm.cli import run
 from torch_tsm.frames import FrameTransform
 from torch_tsm.labels import read_labels
@@ -79,7 +79,7 @@ def get(port: int, path: str, method: str = "GET") -> http.client.HTTPResponse:
     connection.putrequest(method, path, skip_accept_encoding=True)  # the path as written: no client normalizes it
     connection.endheaders()
     response = connection.getresponse()
-    response.read()
+    response.body = response.read()
     return response
 
 
@@ -124,6 +124,18 @@ def test_the_server_serves_the_page_and_the_folder_s_files_cross_origin_isolated
     assert get(server_folder, "/model/labels.txt", "POST").status == 501
 
 
+def test_the_served_litert_js_maps_int8_tensors(server_folder):
+    """The streaming model's buffers are int8, which LiteRT.js 2.5.3 refuses in JavaScript (its DATATYPES table
+    maps float32, int32 and uint8): the page's copy of its core gains the int8 row. The browser tests below run
+    the int8 buffers through it, frame by frame against Python's LiteRT."""
+    require(browser.missing())
+    original = (LITERTJS / "core" / "dist" / "index.js").read_text(encoding="utf-8")
+    assert 'dtype: "int8"' not in original  # when LiteRT.js maps int8 itself, runtime.web serves it as it is
+    served = get(server_folder, "/litert/core.js").body.decode()
+    assert served == original.replace(LITERTJS_DATATYPES, LITERTJS_DATATYPES + LITERTJS_INT8)
+    assert served.count(LITERTJS_INT8) == 1
+
+
 def test_manifest_says_what_is_wrong(streaming_converted, tmp_path):
     with pytest.raises(ValueError, match="no uint8 TFLite model here"):
         manifest(tmp_path)
@@ -146,6 +158,15 @@ def test_manifest_carries_the_card_s_decision_rule(streaming_converted, tmp_path
     del card["decision"]
     (folder / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
     assert manifest(folder)["decision"] == DecisionRule().as_dict()
+
+
+def test_manifest_gives_the_buffers_type_and_quantization(streaming_converted, tmp_path):
+    runner = StreamingTFLiteRunner(streaming_converted / "model_streaming_uint8.tflite")
+    buffers = manifest(streaming_folder(streaming_converted, tmp_path / "run"))["buffers"]
+    assert [b["name"] for b in buffers] == [f"buffer_{i}" for i in range(runner.num_buffers)]
+    for b in buffers:
+        scale, zero_point = runner.inputs[b["name"]]["quantization"]
+        assert (b["dtype"], b["shape"], b["scale"], b["zero_point"]) == ("int8", list(runner.inputs[b["name"]]["shape"]), scale, zero_point)
 
 
 def test_the_command_refuses_a_missing_folder_in_one_line(tmp_path, capsys):

@@ -41,10 +41,16 @@ class StreamModel {
     this.reset();
   }
 
-  // Zero buffers start a stream: each buffer's quantized zero is its zero point.
+  // Zero buffers start a stream: each buffer's quantized zero is its zero point. Buffers are int8, the
+  // type the model computes in (uint8 in a model converted before they were).
   reset() {
     for (const tensor of Object.values(this.buffers ?? {})) tensor.delete();
-    this.buffers = Object.fromEntries(this.manifest.buffers.map((b) => [b.name, new Tensor(new Uint8Array(b.shape.reduce((x, y) => x * y)).fill(b.zero_point), b.shape)]));
+    this.buffers = Object.fromEntries(
+      this.manifest.buffers.map((b) => {
+        const values = new (b.dtype === "int8" ? Int8Array : Uint8Array)(b.shape.reduce((x, y) => x * y)).fill(b.zero_point);
+        return [b.name, new Tensor(values, b.shape)];
+      }),
+    );
   }
 
   // (S, S, 3) uint8 -> uint8 logits (K,) of this frame, and the model's time. The new buffers stay in

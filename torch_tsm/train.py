@@ -157,7 +157,7 @@ def parser() -> ArgumentParser:
         "--until-accuracy",
         type=until_accuracy,
         metavar="A|off",
-        help=f"stop once the validation score (val_score: the clip accuracy, for a model trained for the stream the lower of it and the frame accuracy) reaches A, e.g. 0.98; the best checkpoint is then the first that did; null: {DEMO_UNTIL_ACCURACY} on the built-in data, off otherwise",
+        help=f"stop once the validation score (val_score: the clip accuracy, for a model trained for the stream the lower of it and the frame accuracy) reaches A, e.g. 0.98, and half of --max-epochs are done; the best checkpoint is the best score so far; null: {DEMO_UNTIL_ACCURACY} on the built-in data, off otherwise",
     )
     training.add_argument("--batch-size", type=int, default=default(ClipDataModule, "batch_size"))
     training.add_argument("--optimizer", choices=OPTIMIZERS, default=default(TSMClassifier, "optimizer"))
@@ -400,9 +400,13 @@ def train_into(output: Path, args: Namespace) -> Path:
         # Lightning's own early stop, on the threshold alone: patience as long as the run, so that only
         # reaching the accuracy or the --max-epochs cap ends it.
         callbacks.append(EarlyStopping(monitor="val_score", mode="max", stopping_threshold=stop_at, patience=args.max_epochs))
+    # Not before the cosine's midpoint: a stream-trained demo model stopped at a score of 0.99 after 6 of 16
+    # epochs printed 93% of a stream's letters right, against 97.5-99% for those stopped after 8 to 10.
+    min_epochs = args.max_epochs // 2 if stop_at is not None else None
     trainer = pl.Trainer(
         default_root_dir=output,
         max_epochs=args.max_epochs,
+        min_epochs=min_epochs,
         accelerator=args.accelerator,
         devices=args.devices,
         strategy=args.strategy,

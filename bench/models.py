@@ -25,8 +25,8 @@ from torch_tsm.model import MobileNetV2TSM, build_model, load_model
 # Part of every cached model's folder name: bump it when conversion makes another graph of the same
 # checkpoint, so that no benchmark times a stale one (2: the normalization folded into the first convolution
 # of the clip models; 3: into the streaming models' too, and folded in float64; 4: the shift as one depthwise
-# convolution along time, torch_tsm.shift.temporal_shift_conv).
-GRAPH_VERSION = 4
+# convolution along time, torch_tsm.shift.temporal_shift_conv; 5: the streaming models' buffers int8).
+GRAPH_VERSION = 5
 
 
 @dataclass(frozen=True)

@@ -59,13 +59,10 @@ def extra_ops(stream_path: Path, plain_path: Path) -> dict[str, int]:
 
 
 def uint8_state_streaming_model(settings: Settings) -> Path:
-    """The keras route's uint8 streaming model of the same checkpoint as the converter gives it, before
+    """The keras route's uint8 streaming model of the same checkpoint as TFLiteConverter gives it, before
     conversion.streaming.finish_uint8_interface: uint8 buffers, each joined to the graph by a QUANTIZE (cached).
     Timing only (its buffer inputs keep their calibrated quantization): it isolates what uint8 state would cost."""
-    import tensorflow as tf
-
-    from conversion.streaming import calibration_inputs, calibration_streams, keras_step
-    from conversion.tflite import function_converter
+    from conversion.streaming import calibration_inputs, calibration_streams, keras_step, quantized_streaming_tflite
     from runtime.stream import TorchStreamRunner
     from tf_reference import streaming_from_torch_model
     from torch_tsm.streaming import StreamingTSM
@@ -78,12 +75,7 @@ def uint8_state_streaming_model(settings: Settings) -> Path:
     calibration, _ = load_clips(synthetic_data(spec(settings, "causal")), "train", 4)
     steps = calibration_inputs(TorchStreamRunner(StreamingTSM(model), settings.image_size), calibration_streams(calibration))
     keras_model = streaming_from_torch_model(model)  # kept alive: the step function refers to its variables
-    with function_converter(keras_step(keras_model)) as converter:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: iter(steps)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = converter.inference_output_type = tf.uint8
-        path.write_bytes(converter.convert())
+    path.write_bytes(quantized_streaming_tflite(keras_step(keras_model), steps))
     return path
 
 

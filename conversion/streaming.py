@@ -170,13 +170,17 @@ def to_float32_streaming_tflite(function) -> bytes:
 
 def to_uint8_streaming_tflite(function, steps: list[dict[str, np.ndarray]]) -> bytes:
     """`steps`: calibration_inputs of real streams, so that every buffer is calibrated on what it holds."""
+    return finish_uint8_interface(quantized_streaming_tflite(function, steps))
+
+
+def quantized_streaming_tflite(function, steps: list[dict[str, np.ndarray]]) -> bytes:
+    """The full-integer model as TFLiteConverter gives it: uint8 at every input and output."""
     with function_converter(function) as converter:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: iter(steps)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.uint8
-        converter.inference_output_type = tf.uint8
-        return finish_uint8_interface(converter.convert())
+        converter.inference_input_type = converter.inference_output_type = tf.uint8
+        return converter.convert()
 
 
 def finish_uint8_interface(model_bytes: bytes) -> bytes:

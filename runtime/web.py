@@ -15,8 +15,9 @@ the LiteRT.js files installed with it (the Makefile's npm install, shipped in th
 served with int8 tensors mapped, LITERTJS_INT8), and the model folder's files by name (no sub-folder, no
 `..`, no absolute path). What the page needs to know of the model (which file, its size and frame count,
 the labels, its tensors' types and quantization, which LiteRT.js cannot tell) is /model/manifest.json,
-made here with Python's LiteRT on every request: a page reloaded after a conversion finds the new model. A folder with no model of ours is served too, and
-the page says what is wrong (as the command does when it starts).
+made here with Python's LiteRT on every request: a page reloaded after a conversion finds the new model.
+A folder with no model of ours is served too, and the page says what is wrong (as the command does when
+it starts).
 """
 
 import argparse

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from torch_tsm.sequences import IGNORE, SETTLE_FRAMES, frame_targets
-from torch_tsm.synthetic import IDLE_FRAMES, NO_EVENT, SIGN_LABELS, SYNTHETIC_LABELS, Sign, render_video, synthetic_videos
+from torch_tsm.synthetic import IDLE_FRAMES, NO_EVENT, SIGN_LABELS, SYNTHETIC_LABELS, Sign, clip_scene, synthetic_videos
 from torch_tsm.transcript import DecisionRule, Transcriber, VideoTruth, align, live_figures, softmax, transcribe
 
 LABELS = [NO_EVENT, "a", "b"]
@@ -16,8 +16,8 @@ LABELS = [NO_EVENT, "a", "b"]
 
 def test_no_event_is_class_0_and_shows_the_scene_alone():
     assert SYNTHETIC_LABELS[0] == NO_EVENT and SYNTHETIC_LABELS[1:] == SIGN_LABELS
-    idle = render_video(np.random.default_rng(5), NO_EVENT, 64).astype(float)
-    sign = render_video(np.random.default_rng(5), "circle", 64).astype(float)
+    idle = np.asarray(clip_scene(np.random.default_rng(5), NO_EVENT, 64)).astype(float)
+    sign = np.asarray(clip_scene(np.random.default_rng(5), "circle", 64)).astype(float)
     # No glyph: the frames differ by camera noise only (sigma 8), while a glyph (170..255 on a dark scene) moves pixels by far more.
     assert np.abs(idle - idle.mean(0)).max() < 60 and np.abs(idle - idle.mean(0)).std() < 9
     assert sign.max() > idle.max() + 60
@@ -36,6 +36,22 @@ def test_a_continuous_video_is_one_scene_with_its_signs_apart():
         assert np.abs(frames[: signs[0].begin].mean(0) - frames[signs[-1].end :].mean(0)).mean() < 3
     lengthened, _ = synthetic_videos("val", 1, 0, 48)[0].render(min_frames=500)
     assert len(lengthened) == 500
+
+
+def test_a_video_draws_any_frame_alone_as_it_draws_them_all():
+    # Training draws only the frames it keeps (a window: 26 of ~100): each frame, drawn alone, in any order,
+    # is the very frame of the whole video, and its camera noise is its own (N(0, 8) about the scene).
+    scene, _ = synthetic_videos("train", 1, seed=0, size=48)[0].render()
+    whole = np.asarray(scene)
+    kept = np.array([len(scene) - 1, 7, 3, 7])
+    np.testing.assert_array_equal(scene[kept], whole[kept])
+    np.testing.assert_array_equal(scene[-1], whole[-1])
+    assert whole.shape == (len(scene), 48, 48, 3) and whole.dtype == np.uint8
+    noise = whole[: scene.glyphs.index(next(g for g in scene.glyphs if g))].astype(float) - scene.background  # the idle start
+    assert abs(noise.mean() + 0.5) < 0.3 and 7.7 < noise.std() < 8.3  # -0.5: the cast to uint8 truncates
+    assert np.abs(np.corrcoef(noise[0].ravel(), noise[1].ravel())[0, 1]) < 0.05  # frame to frame: independent
+    with pytest.raises(IndexError):
+        scene[len(scene)]
 
 
 def test_frame_targets_by_hand():

@@ -15,7 +15,7 @@ from runtime.stream import TorchStreamRunner
 from tests.conftest import training_checkpoint
 from torch_tsm.model import load_model
 from torch_tsm.streaming import StreamingTSM
-from torch_tsm.synthetic import VIDEO_FPS, render_continuous, render_video
+from torch_tsm.synthetic import VIDEO_FPS, clip_scene, continuous_scene
 from torch_tsm.transcript import DecisionRule, softmax, transcribe
 
 FPS = VIDEO_FPS
@@ -25,7 +25,7 @@ FPS = VIDEO_FPS
 def signed_video(tmp_path_factory) -> tuple[Path, list[str]]:
     """A 64 px continuous video of the built-in data: 4 signs in one scene, idle between them; and its signs."""
     path = tmp_path_factory.mktemp("video") / "signs.mp4"
-    frames, signs = render_continuous(np.random.default_rng(1), 64, num_signs=4)
+    frames, signs = continuous_scene(np.random.default_rng(1), 64, num_signs=4)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (64, 64))
     for frame in frames:
         writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
@@ -151,7 +151,7 @@ def test_a_model_whose_input_does_not_fit(signed_video, tmp_path):
 def test_a_video_too_short_for_the_clip_model(trained_run, tmp_path):
     short = tmp_path / "short.mp4"
     writer = cv2.VideoWriter(str(short), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (64, 64))
-    for frame in render_video(np.random.default_rng(0), "circle", 64)[:6]:
+    for frame in clip_scene(np.random.default_rng(0), "circle", 64)[:6]:
         writer.write(frame)
     writer.release()
     with pytest.raises(SystemExit, match="only 3 frames at --frame-step 2, the model needs 8"):

@@ -33,7 +33,7 @@ from runtime.web import LITERTJS, LITERTJS_DATATYPES, LITERTJS_INT8, PAGE, main,
 from torch_tsm.cli import run
 from torch_tsm.frames import FrameTransform
 from torch_tsm.labels import read_labels
-from torch_tsm.synthetic import NO_EVENT, SIGN_LABELS, render_continuous, render_video
+from torch_tsm.synthetic import NO_EVENT, SIGN_LABELS, clip_scene, continuous_scene
 from torch_tsm.transcript import DecisionRule, Transcriber, softmax
 
 REPO = Path(__file__).resolve().parents[1]
@@ -263,7 +263,7 @@ def test_the_page_decides_exactly_as_python(tmp_path):
 
 def camera_clip() -> np.ndarray:
     # -> (L, 96, 128, 3): a built-in clip (move_down, 22 frames) as a 4:3 camera sees it
-    return as_camera(render_video(np.random.default_rng(3), "move_down", 64))
+    return as_camera(np.asarray(clip_scene(np.random.default_rng(3), "move_down", 64)))
 
 
 def as_camera(video: np.ndarray) -> np.ndarray:
@@ -393,8 +393,8 @@ def test_a_dropped_video_is_transcribed_frame_exact_as_predict_transcribes_it(pa
     prints (its truth is not asserted: the tests' model is not what this checks)."""
     folder = streaming_folder(streaming_converted, tmp_path / "run")
     model = folder / "model_streaming_uint8.tflite"
-    frames, _ = render_continuous(np.random.default_rng(7), 64, num_signs=4)
-    write_webm(as_camera(frames), folder / "signs.webm")
+    frames, _ = continuous_scene(np.random.default_rng(7), 64, num_signs=4)
+    write_webm(as_camera(np.asarray(frames)), folder / "signs.webm")
     with browser.served(folder) as url:
         assert browser.open_page(page_browser, f"{url}/?record=10000", 1)["state"] == "running"  # the camera first
         # Chromium's player may drop a frame it deems late (rarely at the page's half speed), and the page says so: another try

@@ -12,9 +12,13 @@ video, signs one after another with idle stretches of varied length between them
 frames of every sign: the ground truth of live recognition (runtime.live).
 
 Everything is generated from (seed, split, index): no download, same clips and videos on every machine.
+A video is drawn as a Scene: its layout first (cheap), then only the frames asked for, each with camera
+noise of its own (keyed by the frame's number), since training keeps few of them (a window 26 of a video's
+~100 frames, a clip 8 of its 12-24) and the noise is most of a frame's cost.
 """
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -59,7 +63,7 @@ class SyntheticClip:
         return int(self._rng().integers(12, 25))
 
     def frames(self, indices: np.ndarray) -> list[np.ndarray]:
-        video = render_video(self._rng(), SYNTHETIC_LABELS[self.label], self.size)
+        video = clip_scene(self._rng(), SYNTHETIC_LABELS[self.label], self.size)
         return [video[int(i)] for i in indices]
 
     def _rng(self) -> np.random.Generator:
@@ -71,15 +75,55 @@ def synthetic_clips(split: str, count: int, seed: int, size: int) -> list[Synthe
     return [SyntheticClip(seed, split, i, i % len(SYNTHETIC_LABELS), size) for i in range(count)]
 
 
-def render_video(rng: np.random.Generator, label: str, size: int) -> np.ndarray:
-    # -> (L, S, S, 3) uint8 RGB, L in 12..24; the first draw of rng is the length (see SyntheticClip)
+# (glyph name, (x, y) centre in pixels, radius in pixels, RGB colour): one frame's sign
+Glyph = tuple[str, tuple[float, float], float, tuple[int, int, int]]
+
+
+@dataclass
+class Scene:
+    """A video's frames as a sequence drawn on demand: one background, the glyph (if any) of each frame,
+    and a key for the camera noise. `scene[i]`: (S, S, 3) uint8 RGB frame i; `scene[a:b]`, `scene[kept]`
+    and `np.asarray(scene)` stack theirs, as an array of the frames would; len(scene): its frames."""
+
+    background: np.ndarray  # (S, S, 3) float32
+    noise_key: int
+    glyphs: list[Glyph | None] = field(default_factory=list)  # per frame; None: the background alone
+
+    def __len__(self) -> int:
+        return len(self.glyphs)
+
+    def __getitem__(self, index: int | slice | np.ndarray) -> np.ndarray:
+        if isinstance(index, slice | np.ndarray | list):  # (n, S, S, 3), as an array's slice or its frames[kept]
+            numbers = range(*index.indices(len(self))) if isinstance(index, slice) else np.asarray(index, np.int64)
+            return np.stack([self[int(i)] for i in numbers]) if len(numbers) else np.empty((0, *self.background.shape), np.uint8)
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"frame {index} of a {len(self)}-frame video")
+        index %= len(self)
+        frame, glyph = self.background, self.glyphs[index]
+        if glyph is not None:
+            frame = frame.copy()
+            _draw_glyph(frame, *glyph)
+        return _camera(np.random.default_rng([self.noise_key, index]), frame)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self[i] for i in range(len(self)))
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        # (L, S, S, 3) uint8: np.asarray(scene) draws every frame
+        return np.stack(list(self)).astype(dtype or np.uint8, copy=False)
+
+
+def clip_scene(rng: np.random.Generator, label: str, size: int) -> Scene:
+    # -> L frames, L in 12..24, of one sign (or of none: no_event); the first draw of rng is the length (see SyntheticClip)
     length = int(rng.integers(12, 25))
     if label == NO_EVENT:
-        background = _background(rng, size)
-        return np.stack([_camera(rng, background) for _ in range(length)])
+        scene = _scene(rng, size)
+        scene.glyphs += [None] * length
+        return scene
     glyph, track = _glyph_and_track(rng, label, length)
-    background = _background(rng, size)
-    return _render_sign(rng, background, glyph, track)
+    scene = _scene(rng, size)
+    scene.glyphs += _sign_glyphs(rng, glyph, track, size)
+    return scene
 
 
 @dataclass(frozen=True)
@@ -109,56 +153,56 @@ class SyntheticVideo:
     def fps(self) -> float:
         return VIDEO_FPS
 
-    def render(self, min_frames: int = 0) -> tuple[np.ndarray, list[Sign]]:
-        # -> (L, S, S, 3) uint8 RGB frames, the signs in order
+    def render(self, min_frames: int = 0) -> tuple[Scene, list[Sign]]:
+        # -> the L frames (drawn as they are indexed), the signs in order
         rng = np.random.default_rng([self.seed, SPLIT_STREAMS[self.split], self.index, VIDEO_STREAM])
-        return render_continuous(rng, self.size, self.num_signs, min_frames)
+        return continuous_scene(rng, self.size, self.num_signs, min_frames)
 
 
 def synthetic_videos(split: str, count: int, seed: int, size: int, num_signs: int = 5) -> list[SyntheticVideo]:
     return [SyntheticVideo(seed, split, i, num_signs, size) for i in range(count)]
 
 
-def render_continuous(rng: np.random.Generator, size: int, num_signs: int, min_frames: int = 0) -> tuple[np.ndarray, list[Sign]]:
+def continuous_scene(rng: np.random.Generator, size: int, num_signs: int, min_frames: int = 0) -> tuple[Scene, list[Sign]]:
     """A camera's view of someone signing: idle, sign, idle, sign, ..., idle, all in one scene (one
     background, camera noise on every frame); each sign's class drawn at random (a letter may follow
     itself, with idle between). The last idle stretch is lengthened to `min_frames` frames in all.
-    -> (L, S, S, 3) uint8 RGB, the signs in order."""
-    background = _background(rng, size)
-    frames: list[np.ndarray] = []
-    signs: list[Sign] = []
+    -> the L frames, the signs in order."""
+    scene = _scene(rng, size)
 
     def idle(count: int) -> None:
-        frames.extend(_camera(rng, background) for _ in range(count))
+        scene.glyphs.extend([None] * count)
 
+    signs: list[Sign] = []
     idle(int(rng.integers(*IDLE_FRAMES, endpoint=True)))
     for _ in range(num_signs):
         label = SIGN_LABELS[int(rng.integers(len(SIGN_LABELS)))]
         length = int(rng.integers(12, 25))
         glyph, track = _glyph_and_track(rng, label, length)
-        signs.append(Sign(label, len(frames), len(frames) + length))
-        frames.extend(_render_sign(rng, background, glyph, track))
+        signs.append(Sign(label, len(scene), len(scene) + length))
+        scene.glyphs.extend(_sign_glyphs(rng, glyph, track, size))
         idle(int(rng.integers(*IDLE_FRAMES, endpoint=True)))
-    idle(max(0, min_frames - len(frames)))
-    return np.stack(frames), signs
+    idle(max(0, min_frames - len(scene)))
+    return scene, signs
 
 
-def _render_sign(rng: np.random.Generator, background: np.ndarray, glyph: str, track: np.ndarray) -> np.ndarray:
-    # -> (L, S, S, 3) uint8: the glyph along its track of L (x, y, radius) rows, in one colour
-    size = background.shape[0]
+def _scene(rng: np.random.Generator, size: int) -> Scene:
+    # One background and the camera's noise key, drawn before the frames' glyphs
+    return Scene(_background(rng, size), noise_key=int(rng.integers(2**63)))
+
+
+def _sign_glyphs(rng: np.random.Generator, glyph: str, track: np.ndarray, size: int) -> list[Glyph]:
+    # (L, 3) rows of (x, y, radius) in fractions of the frame size -> the glyph of each of the L frames, in one colour
     colour = tuple(int(c) for c in rng.integers(170, 256, size=3))
-    frames = []
-    for x, y, radius in track:
-        frame = background.copy()
-        _draw_glyph(frame, glyph, (x * size, y * size), radius * size, colour)
-        frames.append(_camera(rng, frame))
-    return np.stack(frames)
+    return [(glyph, (x * size, y * size), radius * size, colour) for x, y, radius in track]
 
 
 def _camera(rng: np.random.Generator, frame: np.ndarray) -> np.ndarray:
-    # (S, S, 3) float scene -> (S, S, 3) uint8: what the camera records of it, with its sensor noise
-    noise = rng.normal(0, 8, frame.shape)
-    return np.clip(frame + noise, 0, 255).astype(np.uint8)
+    # (S, S, 3) float32 scene -> (S, S, 3) uint8: what the camera records of it, with its sensor noise (sigma 8)
+    recorded = rng.standard_normal(frame.shape, dtype=np.float32)
+    recorded *= 8
+    recorded += frame
+    return np.clip(recorded, 0, 255, out=recorded).astype(np.uint8)
 
 
 def _glyph_and_track(rng: np.random.Generator, label: str, length: int) -> tuple[str, np.ndarray]:

@@ -79,7 +79,7 @@ def synthetic_clips(split: str, count: int, seed: int, size: int) -> list[Synthe
 Glyph = tuple[str, tuple[float, float], float, tuple[int, int, int]]
 
 
-@dataclass
+@dataclass(eq=False)  # an array inside: compared by identity
 class Scene:
     """A video's frames as a sequence drawn on demand: one background, the glyph (if any) of each frame,
     and a key for the camera noise. `scene[i]`: (S, S, 3) uint8 RGB frame i; `scene[a:b]`, `scene[kept]`

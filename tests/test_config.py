@@ -50,7 +50,7 @@ def test_print_config_prints_the_defaults_resolved_as_configs_demo_yaml_holds_th
     assert printed == yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text(encoding="utf-8"))
     # the defaults that depend on the data kind, resolved for the built-in data
     assert printed["flip"] is False and printed["flip_pairs"] == [["move_right", "move_left"]]
-    assert printed["until_accuracy"] == 0.98 and printed["stream_training"] is True
+    assert printed["until_accuracy"] == 0.99 and printed["stream_training"] is True
     bukva = printed_config(["--data", "bukva", "--data-root", "/data/bukva"], capsys)
     assert bukva["flip"] is True and bukva["flip_pairs"] == [] and bukva["until_accuracy"] == "off" and bukva["stream_training"] is False
 

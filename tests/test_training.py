@@ -112,7 +112,7 @@ def test_a_run_writes_the_configuration_it_ran_which_runs_again(tmp_path, capsys
     card = json.loads((output / "model_card.json").read_text(encoding="utf-8"))
     assert config == card["config"]
     assert (config["lr"], config["max_epochs"], config["seed"], config["image_size"]) == (0.001, 1, 3, 32)
-    assert (config["flip"], config["until_accuracy"], config["stream_training"]) == (False, 0.98, False)
+    assert (config["flip"], config["until_accuracy"], config["stream_training"]) == (False, 0.99, False)
     assert "output" not in config  # --config RUN/config.yaml trains into a new folder
     capsys.readouterr()
     main(["--config", str(output / "config.yaml"), "--print-config"])

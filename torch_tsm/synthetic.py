@@ -110,7 +110,7 @@ class Scene:
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         # (L, S, S, 3) uint8: np.asarray(scene) draws every frame
-        return np.stack(list(self)).astype(dtype or np.uint8, copy=False)
+        return self[:].astype(dtype or np.uint8, copy=False)
 
 
 def clip_scene(rng: np.random.Generator, label: str, size: int) -> Scene:

@@ -39,8 +39,8 @@ from torch_tsm.transcript import choose_rule, live_figures, printed_letters
 
 # The built-in data trains until its model is ready to ship: a fixed epoch count cannot promise that, as the
 # direction pairs are learned late, at an epoch that moves with every CPU's rounding. At a score of 0.99 the
-# live model's stream printed 98-99.5% of the letters with no false letter while idle over seeds 0-3; at
-# 0.98 one seed printed 96.5% with 1.5 a minute (docs/live.md).
+# live model's stream printed 98-99.5% of the letters with at most 0.3 false letters a minute of idle over
+# seeds 0-3; at 0.98 one seed printed 96.5% with 1.5 a minute (docs/live.md).
 DEMO_UNTIL_ACCURACY = 0.99
 MAX_EPOCHS = 16  # the demo's cap; the cosine schedule spans it
 CONFIG_FILE = "config.yaml"  # beside the checkpoints: the whole configuration a run ran

@@ -41,13 +41,13 @@ def test_a_continuous_video_is_one_scene_with_its_signs_apart():
 def test_a_video_draws_any_frame_alone_as_it_draws_them_all():
     # Training draws only the frames it keeps (a window: 26 of ~100): each frame, drawn alone, in any order,
     # is the very frame of the whole video, and its camera noise is its own (N(0, 8) about the scene).
-    scene, _ = synthetic_videos("train", 1, seed=0, size=48)[0].render()
+    scene, signs = synthetic_videos("train", 1, seed=0, size=48)[0].render()
     whole = np.asarray(scene)
     kept = np.array([len(scene) - 1, 7, 3, 7])
     np.testing.assert_array_equal(scene[kept], whole[kept])
     np.testing.assert_array_equal(scene[-1], whole[-1])
     assert whole.shape == (len(scene), 48, 48, 3) and whole.dtype == np.uint8
-    noise = whole[: scene.glyphs.index(next(g for g in scene.glyphs if g))].astype(float) - scene.background  # the idle start
+    noise = whole[: signs[0].begin].astype(float) - scene.background  # the idle stretch before the first sign
     assert abs(noise.mean() + 0.5) < 0.3 and 7.7 < noise.std() < 8.3  # -0.5: the cast to uint8 truncates
     assert np.abs(np.corrcoef(noise[0].ravel(), noise[1].ravel())[0, 1]) < 0.05  # frame to frame: independent
     with pytest.raises(IndexError):

@@ -217,7 +217,8 @@ def why_slower(shift_ops: Counter, partitions: dict[str, int]) -> str:
     split = [name for name, count in partitions.items() if count > 1]
     reason = (
         f"The TSM graph runs the plain graph's ops plus {format_ops(Counter(copies))}: the shift, one more pass over each shifted "
-        "block's input (`python -m bench.shift_bisect` times the shift's convolution and its view's reshapes apart)."
+        "block's input (`python -m bench.shift_bisect` times the shift's convolution and its view's reshapes apart; its row 1e, "
+        "one depthwise pass of identity taps in place per shifted block, is the least that any one op per block costs)."
     )
     if split:
         reason += f" XNNPACK splits {', '.join(split)} into several partitions, so part of the graph runs on the slower builtin kernels."

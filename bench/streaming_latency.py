@@ -208,8 +208,10 @@ def measure(settings: Settings) -> Report:
         if row.met is False:
             row.why = (
                 f"The streaming graph adds {', '.join(f'{n} {name}' for name, n in sorted(extra.items()))} over the plain one: "
-                "per shifted block, the channel slices that carry a buffer out and let the rest through, and the concatenation "
-                "that puts the buffer in (rows 11g and 11h time the model calls alone, with the shipped int8 buffers and with uint8 ones)."
+                "per shifted block, the concatenation of its buffer (the block's input at the frame before) with this frame's input "
+                "along the height, and the depthwise convolution dilated by the height that takes the shifted channels from it "
+                "(rows 11g and 11h time the model calls alone, with the shipped int8 buffers and with uint8 ones; row 11k times "
+                "this form in Keras twins, row 11l the form of channel slices it replaced, and row 11i any one op a block)."
             )
     backbone = seconds["single"] / seconds["keras.applications"]
     for row, path, name in ((rows[4], stream_path, "stream"), (rows[5], keras_path, "keras")):

@@ -35,7 +35,7 @@ from ai_edge_litert.schema_py_generated import BuiltinOperator  # noqa: E402
 from tensorflow.lite.tools import flatbuffer_utils  # noqa: E402
 
 from conversion.errors import ConversionError
-from conversion.export_onnx import OPSET, check_and_simplify, unfolded_slices_unreported
+from conversion.export_onnx import OPSET, check_and_simplify, shift_constants_unreported
 from conversion.inspect import Inspection
 from conversion.onnx_to_tf import onnx_to_saved_model  # noqa: E402
 from conversion.parity import FLOAT_MAX_ABS_NORMALIZED, STREAMING_FILES, StageChecker
@@ -53,7 +53,7 @@ def export_streaming_onnx(streaming: StreamingTSM, path: Path, image_size: int) 
     """Writes a checked, simplified ONNX model of one streaming step (NCHW frame and buffers)."""
     buffers = streaming.zero_buffers(image_size)
     names = input_names(len(buffers)), output_names(len(buffers))
-    with unfolded_slices_unreported():
+    with shift_constants_unreported():
         torch.onnx.export(
             streaming.eval(),
             (torch.zeros(1, 3, image_size, image_size), *buffers),
@@ -190,8 +190,8 @@ def finish_uint8_interface(model_bytes: bytes) -> bytes:
     The converter gives every input and output the one type asked of it: each uint8 buffer_i then feeds a
     QUANTIZE (uint8 -> int8) and each new_buffer_i comes out of one (int8 -> uint8), 20 small ops that
     only add or take 128 (bench.streaming_latency measures what they cost). Those ops are removed: the
-    int8 tensor inside becomes the input or output itself. A buffer is fed by a channel slice of the
-    block's input and feeds a concatenation with the rest of it, and the quantizer gives a concatenation's
+    int8 tensor inside becomes the input or output itself. new_buffer_i is the block's
+    input itself and buffer_i feeds a concatenation with it, and the quantizer gives a concatenation's
     inputs its output's quantization, so buffer_i and new_buffer_i are quantized alike: an output's bytes
     go back in unchanged (check_buffer_quantization checks it on the written model).
 

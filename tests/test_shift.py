@@ -1,10 +1,11 @@
-"""temporal_shift and its export form temporal_shift_conv against a hand-written frame-by-frame loop on tiny tensors."""
+"""temporal_shift, its export form temporal_shift_conv and the stream's one-frame form causal_shift_step against a
+hand-written frame-by-frame loop on tiny tensors."""
 
 import pytest
 import torch
 
 from torch_tsm.model import build_model, export_form
-from torch_tsm.shift import shift_taps, temporal_shift, temporal_shift_conv
+from torch_tsm.shift import causal_shift_step, shift_taps, temporal_shift, temporal_shift_conv
 
 SHIFTS = [temporal_shift, temporal_shift_conv]
 
@@ -43,6 +44,18 @@ def test_export_form_is_the_training_shift_bit_for_bit(mode):
     x = torch.randn(3 * 8, 32, 5, 7) * torch.logspace(-6, 6, 32).view(1, -1, 1, 1)
     x = x.contiguous(memory_format=torch.channels_last)
     assert torch.equal(temporal_shift_conv(x, 8, mode=mode), temporal_shift(x, 8, mode=mode))
+
+
+@pytest.mark.parametrize("channels, fold_div, height, width", [(16, 8, 5, 7), (12, 4, 1, 3), (9, 2, 4, 4), (8, 8, 2, 1)])
+def test_stream_step_is_the_causal_shift_frame_by_frame_bit_for_bit(channels, fold_div, height, width):
+    # A stream of T frames, each shifted with the previous frame's input (zeros before the first): frame for
+    # frame the clip's causal shift, equal, not close, on values of every magnitude.
+    frames = torch.randn(6, channels, height, width) * torch.logspace(-6, 6, channels).view(1, -1, 1, 1)
+    expected = reference_shift(frames, 6, fold_div, "causal")
+    previous = torch.zeros_like(frames[:1])
+    for t in range(6):
+        assert torch.equal(causal_shift_step(frames[t : t + 1], previous, fold_div), expected[t : t + 1])
+        previous = frames[t : t + 1]
 
 
 def test_shift_taps_pick_one_frame_per_channel():

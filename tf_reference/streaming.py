@@ -5,16 +5,16 @@ One call processes one frame of a live stream, for a model trained with the caus
     frame (1, H, W, 3) RGB 0..255, buffer_0 .. buffer_{B-1}
       -> logits (1, K) of this frame, new_buffer_0 .. new_buffer_{B-1}
 
-Each shifted block takes the first C // 8 channels of its input from `buffer_i` (those channels of
-the previous frame, zeros at the start of a stream) and hands its own first C // 8 channels on as
-`new_buffer_i`. Buffers are NHWC, (1, H_i, W_i, C_i // 8). The layers are those of
-tf_reference.model with the same names, so tf_reference.weights loads a torch checkpoint unchanged.
+Each shifted block takes the first C // 8 channels of its input from `buffer_i` (the previous frame's
+input of the block, zeros at the start of a stream) and hands its own input on as `new_buffer_i`.
+Buffers are NHWC, (1, H_i, W_i, C_i). The layers are those of tf_reference.model with the same names,
+so tf_reference.weights loads a torch checkpoint unchanged.
 """
 
 import keras
 import tensorflow as tf
 
-from tf_reference.model import FOLD_DIV, classifier, features
+from tf_reference.model import classifier, features, shift_taps
 
 
 def build_streaming_model(num_classes: int, width_mult: float, image_size: int) -> keras.Model:
@@ -25,7 +25,7 @@ def build_streaming_model(num_classes: int, width_mult: float, image_size: int) 
 
     def shift_from_buffer(x: tf.Tensor, name: str) -> tf.Tensor:
         # (1, H, W, C) -> (1, H, W, C); adds this block's buffer input and output
-        buffer = keras.Input(batch_shape=(1, *x.shape[1:3], x.shape[-1] // FOLD_DIV), name=f"buffer_{len(buffers)}")
+        buffer = keras.Input(batch_shape=(1, *x.shape[1:]), name=f"buffer_{len(buffers)}")
         shifted, carried = BufferedShift(name=f"{name}.shift")(x, buffer)
         buffers.append(buffer)
         new_buffers.append(carried)
@@ -37,13 +37,17 @@ def build_streaming_model(num_classes: int, width_mult: float, image_size: int) 
 
 @keras.saving.register_keras_serializable(package="tf_reference")
 class BufferedShift(keras.layers.Layer):
-    """The causal shift for one frame: the first C // 8 channels come from the previous frame's buffer.
-    Channel slices and a concatenation, as torch_tsm.streaming: TFLite builtins only."""
+    """The causal shift for one frame: the first C // 8 channels come from the previous frame's input.
+    As torch_tsm.shift.causal_shift_step: the two frames stacked along the height and ONE depthwise
+    convolution of two taps (frame t-1, frame t) dilated by H; in TFLite a CONCATENATION and a
+    DEPTHWISE_CONV_2D, builtins that XNNPACK runs."""
 
     def call(self, x: tf.Tensor, buffer: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        # (1, H, W, C), (1, H, W, C // 8) -> shifted (1, H, W, C), new buffer (1, H, W, C // 8)
-        fold = buffer.shape[-1]
-        return tf.concat([buffer, x[..., fold:]], axis=-1), x[..., :fold]
+        # (1, H, W, C) this frame's block input, (1, H, W, C) the previous frame's -> shifted (1, H, W, C), new buffer: x
+        height, channels = x.shape[1], x.shape[-1]
+        kernel = tf.constant(shift_taps(channels, mode="causal")[:, :2].T[:, None, :, None], x.dtype)  # (2, 1, C, 1)
+        both = tf.concat([buffer, x], axis=1)
+        return tf.nn.depthwise_conv2d(both, kernel, strides=[1, 1, 1, 1], padding="VALID", dilations=[height, 1]), x
 
     def compute_output_shape(self, x_shape: tuple, buffer_shape: tuple) -> tuple[tuple, tuple]:
-        return x_shape, buffer_shape
+        return x_shape, x_shape

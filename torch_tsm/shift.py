@@ -57,6 +57,22 @@ def temporal_shift_conv(x: Tensor, num_segments: int, fold_div: int = 8, mode: s
     return shifted.permute(0, 2, 3, 1).reshape(frames, height, width, channels).permute(0, 3, 1, 2)
 
 
+def causal_shift_step(x: Tensor, previous: Tensor, fold_div: int = 8) -> Tensor:
+    """One frame of the causal shift in a live stream: the first C // fold_div channels of `x` replaced by
+    those of `previous`, the block's input at the frame before (zeros at the start of a stream).
+
+    Written as ONE depthwise convolution, as temporal_shift_conv: the two frames stacked along the height,
+    (N, C, 2H, W), and per channel two taps (frame t-1, frame t) dilated by H, so that output row r takes
+    row r of one frame or of the other. Exact in float32, as temporal_shift_conv. In the streaming TFLite
+    model that is a concatenation and a convolution per shifted block where channel slices and a
+    concatenation took three ops, and it runs faster (BENCHMARKS.md, rows 11k and 11l).
+    """
+    # (N, C, H, W) frame t, (N, C, H, W) frame t-1 -> (N, C, H, W)
+    channels, height = x.shape[1], x.shape[2]
+    kernel = shift_taps(channels, fold_div, "causal")[:, :2].to(x).view(channels, 1, 2, 1)
+    return F.conv2d(torch.cat([previous, x], dim=2), kernel, dilation=(height, 1), groups=channels)
+
+
 def shift_taps(channels: int, fold_div: int = 8, mode: str = "bidirectional") -> Tensor:
     """(C, 3) float32: per channel, the weights of frames t-1, t, t+1 in the shifted frame t (one 1, two 0s).
     Built from Python lists: an export traces it as one constant (in-place writes would trace as ScatterND)."""

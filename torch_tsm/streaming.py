@@ -2,7 +2,9 @@
 
 With `shift="causal"`, each shifted block replaces the first C//8 channels of its input with those of
 the previous frame (zeros at the first frame). A live stream has no clip, so each shifted block keeps
-a buffer holding those channels of the previous frame's input and uses it for the current frame:
+a buffer holding the previous frame's input and takes those channels from it for the current frame
+(torch_tsm.shift.causal_shift_step: the whole input is kept, so that the block hands on its input as it
+is and the shift is one convolution, no channel slices):
 
     frame t (1, 3, H, W), buffers of frame t-1  ->  logits of frame t (1, K), buffers of frame t
 
@@ -19,8 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from torch_tsm.model import FoldedStem, MobileNetV2TSM, ShiftedInvertedResidual
-
-FOLD_DIV = 8  # the fold of temporal_shift: the first C // 8 channels are carried over
+from torch_tsm.shift import causal_shift_step
 
 
 class StreamingTSM(nn.Module):
@@ -38,7 +39,7 @@ class StreamingTSM(nn.Module):
         self.num_buffers = len(model.shifted_blocks())
 
     def forward(self, frame: Tensor, *buffers: Tensor) -> tuple[Tensor, ...]:
-        # (N, 3, H, W) pixels 0..255, num_buffers x (N, C_i // 8, H_i, W_i) -> (N, K), num_buffers x (N, C_i // 8, H_i, W_i); N = 1 live
+        # (N, 3, H, W) pixels 0..255, num_buffers x (N, C_i, H_i, W_i) -> (N, K), num_buffers x (N, C_i, H_i, W_i); N = 1 live
         if len(buffers) != self.num_buffers:
             raise ValueError(f"the streaming model takes {self.num_buffers} buffers, got {len(buffers)}")
         x = self.stem(frame)
@@ -63,25 +64,21 @@ class StreamingTSM(nn.Module):
 
     @torch.no_grad()
     def zero_buffers(self, image_size: int) -> list[Tensor]:
-        # -> num_buffers x (1, C_i // 8, H_i, W_i) zeros: the state at the start of a stream
+        # -> num_buffers x (1, C_i, H_i, W_i) zeros: the state at the start of a stream
         x = torch.zeros(1, 3, image_size, image_size)
         shapes = []
         for module in self.model.features:
             if isinstance(module, ShiftedInvertedResidual):
-                shapes.append((1, x.shape[1] // FOLD_DIV, *x.shape[2:]))
+                shapes.append(tuple(x.shape))
                 x = x + module.conv(x)  # shapes only: the shift does not change them
             else:
                 x = module(x)
         return [torch.zeros(shape) for shape in shapes]
 
 
-def _shifted_block_step(block: ShiftedInvertedResidual, x: Tensor, buffer: Tensor) -> tuple[Tensor, Tensor]:
-    # (N, C, H, W), (N, C // 8, H, W) -> block output (N, C, H, W), new buffer (N, C // 8, H, W)
-    # A channel split and a channel concatenation only, like temporal_shift: what onnx2tf lays out reliably.
-    fold = x.shape[1] // FOLD_DIV
-    current, rest = x.split([fold, x.shape[1] - fold], dim=1)
-    shifted = torch.cat([buffer, rest], dim=1)
-    return x + block.conv(shifted), current
+def _shifted_block_step(block: ShiftedInvertedResidual, x: Tensor, previous: Tensor) -> tuple[Tensor, Tensor]:
+    # (N, C, H, W) this frame's block input, (N, C, H, W) the previous frame's -> block output (N, C, H, W), new buffer: x
+    return x + block.conv(causal_shift_step(x, previous)), x
 
 
 class Stream:

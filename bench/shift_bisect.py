@@ -27,7 +27,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from bench.common import Report, Row, Settings, alternate_times, busy_core, markdown_table, run_alone
+from bench.common import Report, Row, Settings, markdown_table, quiet_and_busy_times, run_alone
 from conversion.inspect import inspect_tflite
 
 PLAIN, IN_PLACE = "plain", "in place, identity taps"
@@ -149,9 +149,8 @@ def bisect(models: dict, frames: np.ndarray, io_type: str, settings: Settings, t
         for detail in interpreter.get_input_details():
             interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
         calls[name] = interpreter.invoke
-    quiet = {name: statistics.median(v) for name, v in alternate_times(calls, settings.runs, settings.warmup).items()}
-    with busy_core():
-        busy = {name: statistics.median(v) for name, v in alternate_times(calls, settings.runs, settings.warmup).items()}
+    times = quiet_and_busy_times(calls, settings.runs, settings.warmup)
+    quiet, busy = ({name: statistics.median(v) for name, v in times[load].items()} for load in ("quiet", "busy"))
     return quiet, busy, {name: ops[name] - ops[PLAIN] for name in models}
 
 

@@ -12,6 +12,9 @@ import torch
 
 from torch_tsm.model import MobileNetV2TSM, build_model
 
+# Ops that the shift, written as slices, pads, gathers or transposes, used to add around each shifted block
+SLICING_OPS = ("STRIDED_SLICE", "SLICE", "SPLIT", "SPLIT_V", "GATHER", "GATHER_ND", "TRANSPOSE")
+
 
 def smooth_clips(n: int, t: int, size: int, seed: int = 0) -> torch.Tensor:
     # -> (N, T, 3, S, S) pixels 0..255: smooth random images, so that frames differ after global pooling

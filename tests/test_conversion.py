@@ -20,7 +20,7 @@ from conversion.onnx_to_tf import onnx_to_saved_model
 from conversion.tflite import keras_converter, to_uint8_tflite
 from conversion.to_tflite import main as to_tflite_main
 from runtime.clip import TFLiteRunner
-from tests.conftest import snapshot
+from tests.conftest import SLICING_OPS, snapshot
 from tf_reference import from_torch_model
 from torch_tsm.card import read_card
 from torch_tsm.clips import held_out_clips
@@ -52,8 +52,6 @@ def test_uint8_model_is_builtin_static_and_integer(converted, trained_run, stage
 
 # The output stride of MobileNetV2's 10 shifted blocks (features 3, 5, 6, 8, 9, 10, 12, 13, 15, 16)
 SHIFTED_BLOCK_STRIDES = (4, 8, 8, 16, 16, 16, 16, 16, 32, 32)
-# Ops that the shift, written as slices, pads, gathers or transposes, used to add around each shifted block
-SLICING_OPS = ("STRIDED_SLICE", "SLICE", "SPLIT", "SPLIT_V", "GATHER", "GATHER_ND", "TRANSPOSE")
 
 
 @pytest.mark.parametrize("stage", ["tflite", "keras-tflite"])

@@ -1,12 +1,13 @@
 """Whether a busy-core ratio of calls of a few ms measures the graphs or the thread pools (rows 1c, 1d, 11f).
 
-Every LiteRT interpreter keeps a thread pool of its own. With one core kept busy (bench.common.busy_core),
-the operating system leaves some pools' worker thread on the busy core and others' not, and a 2-thread call
-whose worker shares the core waits at each of its barriers. This times the same three calls of row 11
-(the streaming model as predict feeds it, the same streaming model's bare invoke, the plain frame model's
-bare invoke) at 1 and 2 threads, in turns, quiet and busy, twice each: if one of the 2-thread calls about
-doubles under load while the others hold, the busy ratio of that run tells which pool shared the core.
-At 1 thread no call has a worker to wait on, and quiet and busy agree.
+Every LiteRT interpreter keeps a thread pool of its own. Left to the operating system, with one core kept
+busy, some pools' worker thread stayed on the busy core and others' not, and a 2-thread call whose worker
+shared the core waited at each of its barriers: one call about doubled while the others held. So
+bench.common.busy_core pins every worker to the busy core and the calling thread to the other. This times
+the same three calls of row 11 (the streaming model as predict feeds it, the same streaming model's bare
+invoke, the plain frame model's bare invoke) at 1 and 2 threads, in turns, quiet and busy, twice each:
+pinned, the 2-thread calls should all slow alike under load. At 1 thread no call has a worker to wait on,
+and quiet and busy agree.
 
     python -m bench.busy_threads [--quick] [--runs N]
 """

@@ -2,8 +2,9 @@
 shift buffers should cost next to nothing) and against the Bukva demo's way, the 8-frame clip model
 re-run on a sliding window for every prediction.
 
-All three uint8 models run in turns in this one process, on frames of the same real clip, including
-the work a live loop does per call (feeding inputs and reading outputs, the buffers carried over).
+All three uint8 models run in turns in this one process, on frames of the same real clip. The streaming
+and the plain frame model do the work a live loop does per call (feeding the frame, reading the logits;
+the streaming one its buffers too, carried over); the window's clip model is timed by its call alone.
 Row 11a is measured twice: quiet, and with one core kept busy by a process of its own (row 11f).
 
     python -m bench.streaming_latency [--quick]
@@ -11,17 +12,20 @@ Row 11a is measured twice: quiet, and with one core kept busy by a process of it
 
 import json
 import shutil
+import statistics
 import time
 from pathlib import Path
 
 import numpy as np
+from ai_edge_litert.interpreter import Interpreter
 
-from bench.common import WORK, Report, Settings, alternate_medians, busy_core, ratio_row, run_alone
+from bench.common import WORK, Report, Settings, alternate_medians, quiet_and_busy_times, ratio_row, run_alone
 from bench.latency import keras_applications_call, tflite_call
 from bench.models import ModelSpec, benchmark_models, converted_model, spec, synthetic_data, write_checkpoint
 from conversion.inspect import inspect_tflite
 from conversion.parity import STREAMING_FILES, tflite_stage
 from conversion.streaming import convert_streaming
+from runtime.clip import dequantize, quantize
 from runtime.stream import StreamingTFLiteRunner
 from torch_tsm.clips import load_clips
 from torch_tsm.model import load_model
@@ -81,8 +85,6 @@ def uint8_state_streaming_model(settings: Settings) -> Path:
 
 def raw_call(path: Path, threads: int):
     """A call that runs a model on zero inputs and reads every output (timing only)."""
-    from ai_edge_litert.interpreter import Interpreter
-
     interpreter = Interpreter(model_path=str(path), num_threads=threads)
     interpreter.allocate_tensors()
     for detail in interpreter.get_input_details():
@@ -106,31 +108,37 @@ def measure(settings: Settings) -> Report:
 
     single_frame, _ = tflite_call(single, clip[:1], settings.threads)
     window, _ = tflite_call(clip_model.uint8, clip, settings.threads)
+    stream = live_stream(stream_path, clip, settings.threads)
     calls = {
-        "stream": live_stream(stream_path, clip, settings.threads),
+        "stream": stream,
         "keras": live_stream(keras_path, clip, settings.threads),
-        "single": single_frame,
+        "single": single_frame,  # its call alone, as keras.applications' beside it: rows 11d and 11e's two factors
         "window": window,
         "keras.applications": keras_applications_call(settings, clip[:1]),
     }
     seconds = alternate_medians(calls, settings.runs, settings.warmup)
-    # Rows 11g and 11h in a group of their own: with 8 interpreters in turns on 2 cores, the idle threads of one
-    # slowed the next (the plain frame took 2.2 ms in one interpreter and 4.0 ms in another in the same run).
+    # Rows 11a, 11f, 11g and 11h in groups of their own: with many interpreters in turns on 2 cores, the idle
+    # threads of one slowed the next (the plain frame took 2.2 ms in one interpreter and 4.0 ms in another in
+    # the same run; row 11a read 1.11-1.13 among six interpreters). Calls of a frame are short and a busy
+    # core's time slices long: 10x the runs, for a median that holds.
+    paired = quiet_and_busy_times(
+        {"stream": stream, "single": live_frame(single, clip, settings.threads)}, 10 * settings.runs, settings.warmup
+    )
+    quiet, busy = ({name: statistics.median(times) for name, times in paired[load].items()} for load in ("quiet", "busy"))
     isolated = {
         "keras, int8 state": raw_call(keras_path, settings.threads),
         "keras, uint8 state": raw_call(uint8_state_streaming_model(settings), settings.threads),
         "single, raw": raw_call(single, settings.threads),
     }
     seconds |= alternate_medians(isolated, 2 * settings.runs, settings.warmup)
-    with busy_core():
-        busy = alternate_medians({name: calls[name] for name in ("stream", "single")}, settings.runs, settings.warmup)
 
     command = f"python -m bench.streaming_latency{settings.flag}"
     rows = [
         ratio_row(
             "11a",
-            "per-frame latency, uint8 streaming TSM / plain MobileNetV2 on one frame",
-            (seconds["stream"], seconds["single"]),
+            "per-frame latency, uint8 streaming TSM / plain MobileNetV2 on one frame (each a live loop's call: frame in, "
+            "logits out, the buffers carried over)",
+            (quiet["stream"], quiet["single"]),
             ("streaming", "plain frame"),
             1.05,
             True,
@@ -253,6 +261,24 @@ def live_stream(path: Path, clip: np.ndarray, threads: int):
 
     def next_frame() -> None:
         _, state["buffers"] = stream.step(clip[state["frame"] % len(clip)], state["buffers"])
+        state["frame"] += 1
+
+    return next_frame
+
+
+def live_frame(path: Path, clip: np.ndarray, threads: int):
+    """A call that feeds a plain single-frame model the next frame and reads its logits: the live loop's work
+    without buffers, which is what row 11a holds the streaming step against."""
+    interpreter = Interpreter(model_path=str(path), num_threads=threads)
+    interpreter.allocate_tensors()
+    frame_input, logits = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    state = {"frame": 0}
+
+    def next_frame() -> None:
+        frames = clip[state["frame"] % len(clip)][None, None]  # (1, 1, S, S, 3): a clip of one frame
+        interpreter.set_tensor(frame_input["index"], quantize(frames, frame_input))
+        interpreter.invoke()
+        dequantize(interpreter.get_tensor(logits["index"]), logits)
         state["frame"] += 1
 
     return next_frame

@@ -128,7 +128,7 @@ class TFStreamRunner(StreamRunner):
 
 
 class StreamingTFLiteRunner(StreamRunner):
-    """A streaming TFLite model, float32 or uint8, called through its signature by name.
+    """A streaming TFLite model, float32 or uint8, its inputs and outputs found by name in its signature.
 
     Buffers are kept in the model's own type (int8 in the uint8 model; uint8 in one converted before):
     outputs go back in as they are (the model gives each buffer the same quantization on both sides),
@@ -139,12 +139,16 @@ class StreamingTFLiteRunner(StreamRunner):
         from ai_edge_litert.interpreter import Interpreter
 
         self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
-        self.runner = self.interpreter.get_signature_runner()
-        self.inputs = self.runner.get_input_details()
-        self.outputs = self.runner.get_output_details()
+        # Tensors are allocated once and set and read by index; the signature runner only names them: called,
+        # it would resize and re-allocate every input on each frame (python -m bench.streaming_latency, row 11m).
+        self.interpreter.allocate_tensors()
+        signature = self.interpreter.get_signature_runner()
+        self.inputs, self.outputs = signature.get_input_details(), signature.get_output_details()
         if "frame" not in self.inputs or "logits" not in self.outputs:
             raise ValueError(f"{path} is not a streaming model (its signature has no 'frame' input and 'logits' output)")
         self.num_buffers = len(self.inputs) - 1
+        self.buffer_inputs = [self.inputs[f"buffer_{i}"]["index"] for i in range(self.num_buffers)]
+        self.buffer_outputs = [self.outputs[f"new_buffer_{i}"]["index"] for i in range(self.num_buffers)]
         self.image_size = int(self.inputs["frame"]["shape"][1])
         self.num_classes = int(self.outputs["logits"]["shape"][-1])
 
@@ -155,10 +159,12 @@ class StreamingTFLiteRunner(StreamRunner):
         ]
 
     def step(self, frame: np.ndarray, buffers: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        feed = {f"buffer_{i}": buffer for i, buffer in enumerate(buffers)}
-        outputs = self.runner(frame=quantize(frame[None], self.inputs["frame"]), **feed)
-        logits = dequantize(outputs["logits"], self.outputs["logits"])[0]
-        return logits, [outputs[f"new_buffer_{i}"] for i in range(self.num_buffers)]
+        self.interpreter.set_tensor(self.inputs["frame"]["index"], quantize(frame[None], self.inputs["frame"]))
+        for index, buffer in zip(self.buffer_inputs, buffers, strict=True):
+            self.interpreter.set_tensor(index, buffer)
+        self.interpreter.invoke()
+        logits = dequantize(self.interpreter.get_tensor(self.outputs["logits"]["index"]), self.outputs["logits"])[0]
+        return logits, [self.interpreter.get_tensor(index) for index in self.buffer_outputs]
 
 
 def is_streaming_file(path: Path) -> bool:

@@ -108,17 +108,19 @@ def busy_core(seconds: float = 600) -> Iterator[None]:
     for a whole run, by chance, and a busy ratio said which pool shared the core, not which graph is
     faster (`python -m bench.busy_threads`; row 11f read 0.56, 1.53 and 2.04 in three runs unpinned).
     """
-    cpus = sorted(os.sched_getaffinity(0))
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []  # Linux only: elsewhere, unpinned
+    pinned = len(cpus) > 1
     spinner = subprocess.Popen([sys.executable, "-c", _SPIN, str(seconds)])
     try:
-        if len(cpus) > 1:
+        if pinned:
             _pin_threads(main={cpus[0]}, others={cpus[-1]}, spinner=spinner.pid)
         time.sleep(0.2)  # let it start spinning before anything is timed
         yield
     finally:
         spinner.kill()
         spinner.wait()
-        _pin_threads(main=set(cpus), others=set(cpus))
+        if pinned:
+            _pin_threads(main=set(cpus), others=set(cpus))
 
 
 def _pin_threads(main: set[int], others: set[int], spinner: int | None = None) -> None:

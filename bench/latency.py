@@ -223,7 +223,7 @@ def why_slower(shift_ops: Counter, partitions: dict[str, int]) -> str:
     if split:
         reason += f" XNNPACK splits {', '.join(split)} into several partitions, so part of the graph runs on the slower builtin kernels."
     else:
-        reason += " XNNPACK takes each whole graph as one partition, so no op falls back to builtin kernels: the difference is the cost of these copies."
+        reason += " XNNPACK takes each whole graph as one partition, so no op falls back to builtin kernels: the difference is the cost of these ops."
     return reason
 
 

@@ -242,15 +242,16 @@ def why_streaming_slower(backbone: float, streaming: float, extra: dict[str, int
     """A streaming / keras.applications ratio as its two factors, and which of them carries the excess."""
     added = ", ".join(f"{n} {op}" for op, n in sorted(extra.items()))
     reading = (
-        f"the larger factor is the streaming graph's own: the ops it adds ({added}) at one frame's size, where each op's "
-        f"fixed cost weighs more than in an 8-frame clip (row 1)"
+        f"the larger factor is the streaming step's own: the ops its graph adds ({added}) at one frame's size, where each "
+        f"op's fixed cost weighs more than in an 8-frame clip (row 1), and the live loop's feeding of frame and buffers "
+        f"(row 11g times the model calls alone)"
         if streaming > backbone
         else "the larger factor is our plain single-frame graph against TensorFlow's own, the same backbone (row 13 compares "
         "the two on 8-frame clips), not the streaming part"
     )
     return (
         f"The ratio is our plain MobileNetV2's single frame against keras.applications' ({backbone:.2f}) times the streaming "
-        f"graph against that plain frame ({streaming:.2f}, row 11a): {reading}."
+        f"graph's live step against that plain frame's call in the same turns ({streaming:.2f}): {reading}."
     )
 
 

@@ -134,12 +134,12 @@ def _pin_threads(main: set[int], others: set[int], spinner: int | None = None) -
                 os.sched_setaffinity(thread, others)
 
 
-def quiet_and_busy_times(calls: dict[str, Callable[[], object]], runs: int, warmup: int) -> dict[str, dict[str, list[float]]]:
-    """alternate_times twice: quiet, then with one core kept busy by a process of its own (busy_core)."""
-    quiet = alternate_times(calls, runs, warmup)
+def quiet_and_busy_medians(calls: dict[str, Callable[[], object]], runs: int, warmup: int) -> tuple[dict[str, float], dict[str, float]]:
+    """alternate_medians twice: quiet, then with one core kept busy by a process of its own (busy_core)."""
+    quiet = alternate_medians(calls, runs, warmup)
     with busy_core():
-        busy = alternate_times(calls, runs, warmup)
-    return {"quiet": quiet, "busy": busy}
+        busy = alternate_medians(calls, runs, warmup)
+    return quiet, busy
 
 
 def ratio_row(

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from bench.common import Report, Settings, alternate_times, markdown_table, quiet_and_busy_times, ratio_row, run_alone
+from bench.common import Report, Settings, alternate_medians, alternate_times, busy_core, markdown_table, ratio_row, run_alone
 from bench.models import benchmark_models, keras_applications_input, keras_applications_model, spec, synthetic_data
 from conversion.inspect import inspect_tflite
 from runtime.clip import quantize
@@ -72,8 +72,8 @@ def measure(settings: Settings) -> Report:
     seconds = {name: statistics.median(values) for name, values in times.items()}
     fastest = {name: min(values) for name, values in times.items()}
     uint8_calls = {name: calls[name] for name in ("TSM uint8", "plain uint8", "keras.applications uint8")}
-    busy_times = quiet_and_busy_times(uint8_calls, settings.runs, settings.warmup)["busy"]
-    busy = {name: statistics.median(values) for name, values in busy_times.items()}
+    with busy_core():  # the quiet figures are the ones above, in the same turns as the rest
+        busy = alternate_medians(uint8_calls, settings.runs, settings.warmup)
 
     command = f"python -m bench.latency{settings.flag}"
     speed_up = ratio_row(

@@ -22,12 +22,11 @@ slices and a concatenation per block with buffers of C/8 channels.
     python -m bench.shift_bisect [--quick] [--runs N]
 """
 
-import statistics
 from dataclasses import replace
 
 import numpy as np
 
-from bench.common import Report, Row, Settings, markdown_table, quiet_and_busy_times, run_alone
+from bench.common import Report, Row, Settings, markdown_table, quiet_and_busy_medians, run_alone
 from conversion.inspect import inspect_tflite
 
 PLAIN, IN_PLACE = "plain", "in place, identity taps"
@@ -149,8 +148,7 @@ def bisect(models: dict, frames: np.ndarray, io_type: str, settings: Settings, t
         for detail in interpreter.get_input_details():
             interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
         calls[name] = interpreter.invoke
-    times = quiet_and_busy_times(calls, settings.runs, settings.warmup)
-    quiet, busy = ({name: statistics.median(v) for name, v in times[load].items()} for load in ("quiet", "busy"))
+    quiet, busy = quiet_and_busy_medians(calls, settings.runs, settings.warmup)
     return quiet, busy, {name: ops[name] - ops[PLAIN] for name in models}
 
 

@@ -12,20 +12,19 @@ Row 11a is measured twice: quiet, and with one core kept busy by a process of it
 
 import json
 import shutil
-import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from bench.common import WORK, Report, Settings, alternate_medians, quiet_and_busy_times, ratio_row, run_alone
+from bench.common import WORK, Report, Settings, alternate_medians, quiet_and_busy_medians, ratio_row, run_alone
 from bench.latency import keras_applications_call, tflite_call
 from bench.models import ModelSpec, benchmark_models, converted_model, spec, synthetic_data, write_checkpoint
 from conversion.inspect import inspect_tflite
 from conversion.parity import STREAMING_FILES, tflite_stage
 from conversion.streaming import convert_streaming
-from runtime.clip import dequantize, quantize
+from runtime.clip import TFLiteRunner
 from runtime.stream import StreamingTFLiteRunner
 from torch_tsm.clips import load_clips
 from torch_tsm.model import load_model
@@ -121,10 +120,9 @@ def measure(settings: Settings) -> Report:
     # threads of one slowed the next (the plain frame took 2.2 ms in one interpreter and 4.0 ms in another in
     # the same run; row 11a read 1.11-1.13 among six interpreters). Calls of a frame are short and a busy
     # core's time slices long: 10x the runs, for a median that holds.
-    paired = quiet_and_busy_times(
+    quiet, busy = quiet_and_busy_medians(
         {"stream": stream, "single": live_frame(single, clip, settings.threads)}, 10 * settings.runs, settings.warmup
     )
-    quiet, busy = ({name: statistics.median(times) for name, times in paired[load].items()} for load in ("quiet", "busy"))
     isolated = {
         "keras, int8 state": raw_call(keras_path, settings.threads),
         "keras, uint8 state": raw_call(uint8_state_streaming_model(settings), settings.threads),
@@ -268,18 +266,14 @@ def live_stream(path: Path, clip: np.ndarray, threads: int):
 
 
 def live_frame(path: Path, clip: np.ndarray, threads: int):
-    """A call that feeds a plain single-frame model the next frame and reads its logits: the live loop's work
-    without buffers, which is what row 11a holds the streaming step against."""
-    interpreter = Interpreter(model_path=str(path), num_threads=threads)
-    interpreter.allocate_tensors()
-    frame_input, logits = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    """A call that feeds a plain single-frame model the next frame and reads its logits, as predict runs a clip
+    model (runtime.clip.TFLiteRunner): the live loop's work without buffers, which row 11a holds the streaming
+    step against."""
+    runner = TFLiteRunner(path, threads)
     state = {"frame": 0}
 
     def next_frame() -> None:
-        frames = clip[state["frame"] % len(clip)][None, None]  # (1, 1, S, S, 3): a clip of one frame
-        interpreter.set_tensor(frame_input["index"], quantize(frames, frame_input))
-        interpreter.invoke()
-        dequantize(interpreter.get_tensor(logits["index"]), logits)
+        runner(clip[state["frame"] % len(clip)][None, None])  # (1, 1, S, S, 3): a clip of one frame
         state["frame"] += 1
 
     return next_frame
